@@ -1,0 +1,115 @@
+"""RGB-D frames -> training samples of paired pixels and voxels.
+
+One sample is one frame: 2D augmentation (resize, flip) of image, depth and intrinsics together,
+back-projection, 3D augmentation (elastic, rotation, scaling), voxelisation. Every voxel keeps one of
+its pixels (chosen at random), so the teacher's feature at that pixel and the student's feature at that
+voxel form a positive pair.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import List, Sequence, Tuple
+
+import torch
+from torch import Tensor
+from torch.utils.data import Dataset
+
+from ppkt.config import AugmentConfig, DataConfig
+from ppkt.data.frames import FrameError, RGBDFrame, find_frame_folders, open_frame_folder
+from ppkt.geometry.augment import ImageTransform, PointTransform, random_image_transform, random_point_transform
+from ppkt.geometry.backproject import backproject
+from ppkt.geometry.voxelize import voxelize
+
+
+@dataclass
+class PairSample:
+    image: Tensor  # (3, H, W) float RGB in [0, 1], augmented
+    coords: Tensor  # (M, 3) int32 voxel indices
+    feats: Tensor  # (M, 3) float: mean RGB of the voxel's points, centred (-0.5 .. 0.5)
+    pixel: Tensor  # (M,) int64: flat index v * W + u of the pixel paired with each voxel
+    source: str
+    origin: Tensor  # (3,) metres of voxel index 0, in the augmented 3D frame
+    image_transform: ImageTransform  # the 2D augmentation drawn for this sample
+    point_transform: PointTransform  # the 3D augmentation drawn for this sample
+
+
+def make_sample(frame: RGBDFrame, data: DataConfig, aug: AugmentConfig, generator: torch.Generator) -> PairSample:
+    """Augment, back-project and voxelise one frame; FrameError if no valid point remains."""
+    image = torch.from_numpy(frame.color).permute(2, 0, 1).float() / 255.0
+    depth = torch.from_numpy(frame.depth)
+    K = torch.from_numpy(frame.intrinsics).float()
+    on = aug.enabled
+    t2d = random_image_transform(depth.shape, data.image_size, aug.resize if on else (1.0, 1.0), aug.flip if on else 0.0, generator)
+    image, depth, K = t2d.bilinear(image), t2d.nearest(depth), t2d.intrinsics(K)
+    bp = backproject(depth, K, features=image.permute(1, 2, 0))
+    if bp.points.shape[0] == 0:
+        raise FrameError(f"{frame.source}: no valid depth pixel left after resizing/cropping")
+    t3d = random_point_transform(bp.points, aug.rotation, aug.scale, aug.elastic, generator) if on else PointTransform()
+    vox = voxelize(t3d(bp.points), data.voxel_size)
+    rep = vox.representatives(generator)
+    return PairSample(image, vox.coords, vox.mean(bp.features) - 0.5, bp.pixel_index[rep], frame.source, vox.origin, t2d, t3d)
+
+
+class FramePairs(Dataset):
+    """All frames below `data.roots`; item key = (frame index, sample seed) -> PairSample or (source, error)."""
+
+    def __init__(self, data: DataConfig, aug: AugmentConfig):
+        if not data.roots:
+            raise FrameError("data.roots is empty: give the frame folders to pretrain on, e.g. data.roots=[data/7scenes-redkitchen]")
+        self.data, self.aug = data, aug
+        self.folders = [
+            open_frame_folder(folder, layout=data.layout, depth_scale=data.depth_scale, max_depth=data.max_depth, stride=data.stride)
+            for root in data.roots
+            for folder in find_frame_folders(root)
+        ]
+        self.index: List[Tuple[int, int]] = [(f, i) for f, folder in enumerate(self.folders) for i in range(len(folder))]
+        if not self.index:
+            raise FrameError(f"no frames found under {list(data.roots)}")
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def __getitem__(self, key: Tuple[int, int]):
+        index, seed = key
+        folder, i = self.index[index]
+        generator = torch.Generator().manual_seed(seed)
+        try:
+            return make_sample(self.folders[folder][i], self.data, self.aug, generator)
+        except FrameError as err:
+            return (f"{self.folders[folder].root} frame {i}", str(err))
+
+
+@dataclass
+class PairBatch:
+    images: Tensor  # (B, 3, H, W)
+    coords: Tensor  # (M, 4) int32 [batch, x, y, z]
+    feats: Tensor  # (M, 3)
+    pixel: Tensor  # (M,) int64 flat pixel index within its image
+    voxel_batch: Tensor  # (M,) int64 image of each voxel
+    skipped: List[Tuple[str, str]]  # (frame, reason) of frames dropped from this batch
+
+    @property
+    def batch_size(self) -> int:
+        return self.images.shape[0]
+
+    def to(self, device: torch.device) -> "PairBatch":
+        move = lambda t: t.to(device, non_blocking=True)
+        return PairBatch(move(self.images), move(self.coords), move(self.feats), move(self.pixel), move(self.voxel_batch), self.skipped)
+
+
+def collate_pairs(items: Sequence) -> PairBatch:
+    """Stack the valid samples; frames that failed are listed in `skipped` (batch_size 0 if all failed)."""
+    samples = [s for s in items if isinstance(s, PairSample)]
+    skipped = [s for s in items if not isinstance(s, PairSample)]
+    if not samples:
+        return PairBatch(torch.empty(0), torch.empty(0, 4, dtype=torch.int32), torch.empty(0, 3), torch.empty(0, dtype=torch.long), torch.empty(0, dtype=torch.long), skipped)
+    voxel_batch = torch.cat([torch.full((s.coords.shape[0],), b, dtype=torch.long) for b, s in enumerate(samples)])
+    coords = torch.cat([voxel_batch[:, None].int(), torch.cat([s.coords for s in samples])], dim=1)
+    return PairBatch(
+        images=torch.stack([s.image for s in samples]),
+        coords=coords,
+        feats=torch.cat([s.feats for s in samples]),
+        pixel=torch.cat([s.pixel for s in samples]),
+        voxel_batch=voxel_batch,
+        skipped=skipped,
+    )

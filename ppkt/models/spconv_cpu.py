@@ -1,0 +1,111 @@
+"""Make spconv 2.x usable and exact on CPU; the one place ppkt imports ``spconv.pytorch``.
+
+Use ``from ppkt.models.spconv_cpu import spconv`` instead of ``import spconv.pytorch as spconv``.
+Importing this module applies :func:`apply_spconv_cpu_patch` once. It fixes two bugs of spconv 2.3.8
+on CPU (both measured, see ``shared/REFERENCE.md``):
+
+1. ``spconv.pytorch.ops.indice_conv_backward`` calls ``get_current_stream()``, i.e.
+   ``torch.cuda.current_stream()``, unconditionally; without an NVIDIA driver that raises.
+   The patched getter returns stream 0 when CUDA is not usable and defers to spconv otherwise.
+2. The CPU gather-GEMM-scatter path of ``indice_conv`` / ``indice_conv_backward`` adds the per-offset
+   results into the output with ``SpconvOps.scatter_add_cpu``, whose OpenMP loop races: with 2 threads
+   a convolution differs from dense ``conv3d`` by up to ~0.5. The patch swaps the ``SpconvOps`` name
+   inside ``spconv.pytorch.ops`` for a proxy whose ``scatter_add_cpu`` is ``torch.Tensor.index_add_``
+   on zero-copy views of the same memory (deterministic, race-free); every other attribute is
+   forwarded unchanged.
+
+Which path runs on CPU: the CPU-only spconv build forces ``ConvAlgo.Native`` for every layer
+(SubMConv3d, SparseConv3d, SparseInverseConv3d), and with no C++ GEMM available the Native algorithm
+runs the Python gather-GEMM-scatter loop in ``spconv/pytorch/ops.py`` -- the patched path. A CUDA
+build on a machine without a usable GPU would default to implicit GEMM (no CPU kernel), so layers
+should pass ``algo=default_conv_algo()``, which gives ``ConvAlgo.Native`` there and spconv's own
+default wherever CUDA is usable. Tensors on CUDA never reach the patched code.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import torch
+
+import spconv.pytorch as spconv  # noqa: E402  (re-exported: the one way ppkt imports spconv)
+import spconv.pytorch.cppcore as _cppcore
+import spconv.pytorch.ops as _ops
+from spconv.core import ConvAlgo
+from spconv.cppconstants import CPU_ONLY_BUILD
+
+__all__ = ["spconv", "apply_spconv_cpu_patch", "default_conv_algo", "patch_applied", "CPU_ONLY_BUILD"]
+
+# spconv's originals (looked through our own wrappers, so a module reload cannot stack patches)
+_ORIG_GET_CURRENT_STREAM = getattr(_cppcore.get_current_stream, "_ppkt_original", _cppcore.get_current_stream)
+_ORIG_SPCONV_OPS = getattr(_ops.SpconvOps, "_ppkt_original", _ops.SpconvOps)
+
+
+def _cuda_usable() -> bool:
+    return torch.cuda.is_available()
+
+
+def _safe_get_current_stream() -> int:
+    """CUDA stream handle of the current device, or 0 (the null stream) when CUDA is not usable."""
+    if not _cuda_usable():
+        return 0
+    return _ORIG_GET_CURRENT_STREAM()
+
+
+_safe_get_current_stream._ppkt_original = _ORIG_GET_CURRENT_STREAM
+
+
+def _tv_as_torch(t) -> torch.Tensor:
+    """Zero-copy torch view of a CPU ``cumm.tensorview.Tensor`` (via its numpy view)."""
+    return torch.from_numpy(t.numpy_view())
+
+
+class _SpconvOpsProxy:
+    """Stands in for ``SpconvOps`` inside ``spconv.pytorch.ops``; only ``scatter_add_cpu`` differs."""
+
+    def __init__(self, ops):
+        self._ppkt_original = ops
+
+    def __getattr__(self, name):
+        return getattr(self._ppkt_original, name)
+
+    @staticmethod
+    def scatter_add_cpu(out_tv, buf_tv, idx_tv) -> None:
+        """``out[idx[j]] += buf[j]`` for ``j < len(idx)``, in place, deterministic.
+
+        ``buf`` is a work buffer with at least ``len(idx)`` rows; rows past ``len(idx)`` are stale.
+        """
+        idx = _tv_as_torch(idx_tv)
+        if idx.numel() == 0:
+            return
+        out = _tv_as_torch(out_tv)
+        buf = _tv_as_torch(buf_tv)[: idx.shape[0]]
+        out.index_add_(0, idx.long(), buf)
+
+
+def patch_applied() -> bool:
+    """True once :func:`apply_spconv_cpu_patch` has run in this process."""
+    return isinstance(_ops.SpconvOps, _SpconvOpsProxy) and _ops.get_current_stream is _safe_get_current_stream
+
+
+def apply_spconv_cpu_patch() -> None:
+    """Patch spconv for CPU use (idempotent). GPU tensors are unaffected. See module docstring."""
+    _cppcore.get_current_stream = _safe_get_current_stream
+    for name, module in list(sys.modules.items()):
+        # every spconv module that did ``from spconv.pytorch.cppcore import get_current_stream``
+        getter = getattr(module, "get_current_stream", None) if name.startswith("spconv") else None
+        if getter is not None and getattr(getter, "_ppkt_original", getter) is _ORIG_GET_CURRENT_STREAM:
+            module.get_current_stream = _safe_get_current_stream
+    if not isinstance(_ops.SpconvOps, _SpconvOpsProxy):
+        _ops.SpconvOps = _SpconvOpsProxy(_ORIG_SPCONV_OPS)
+
+
+def default_conv_algo() -> ConvAlgo | None:
+    """Conv algorithm for ppkt's sparse layers: ``ConvAlgo.Native`` without usable CUDA (the only
+    algorithm with a CPU kernel, and the patched path), else ``None`` (spconv's own default)."""
+    if CPU_ONLY_BUILD or not _cuda_usable():
+        return ConvAlgo.Native
+    return None
+
+
+apply_spconv_cpu_patch()

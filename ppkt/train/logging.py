@@ -1,0 +1,52 @@
+"""Metrics of a run: JSON lines (one per logged iteration), TensorBoard scalars, and a loss-curve PNG."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Dict, List
+
+from torch.utils.tensorboard import SummaryWriter
+
+
+class MetricsLog:
+    """Appends {"iteration": i, ...} records to `metrics.jsonl`; on resume drops records at or after `start`."""
+
+    def __init__(self, out_dir: str | Path, start: int = 0):
+        self.path = Path(out_dir) / "metrics.jsonl"
+        kept = [r for r in read_metrics(self.path) if r["iteration"] < start] if start else []
+        self.path.write_text("".join(json.dumps(r) + "\n" for r in kept))
+        self.tb = SummaryWriter(str(Path(out_dir) / "tensorboard"), purge_step=start)
+
+    def log(self, iteration: int, values: Dict[str, float]) -> None:
+        with self.path.open("a") as f:
+            f.write(json.dumps({"iteration": iteration, **values}) + "\n")
+        for key, value in values.items():
+            self.tb.add_scalar(key, value, iteration)
+
+    def close(self) -> None:
+        self.tb.close()
+
+
+def read_metrics(path: str | Path) -> List[dict]:
+    path = Path(path)
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.is_file() else []
+
+
+def plot_loss_curve(metrics_path: str | Path, png_path: str | Path, title: str = "PPKT pretraining") -> Path:
+    """Loss versus iteration from metrics.jsonl, saved as PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    records = [r for r in read_metrics(metrics_path) if "loss" in r]
+    fig, ax = plt.subplots(figsize=(6, 4), dpi=100)
+    ax.plot([r["iteration"] for r in records], [r["loss"] for r in records], lw=1.2)
+    ax.set_xlabel("iteration")
+    ax.set_ylabel("PPNCE loss")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(png_path)
+    plt.close(fig)
+    return Path(png_path)

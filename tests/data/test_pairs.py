@@ -1,0 +1,96 @@
+"""The pairing invariant: after every augmentation, a pixel's 2D feature is paired with the voxel of its own 3D point."""
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+from ppkt.config import AugmentConfig, DataConfig
+from ppkt.data.frames import open_frame_folder
+from ppkt.data.pairs import FramePairs, collate_pairs, make_sample
+from ppkt.geometry.augment import random_image_transform, up_axis_rotation
+
+FRAMES = Path(__file__).resolve().parents[2] / "data" / "7scenes-redkitchen"
+
+
+@pytest.fixture(scope="module")
+def frame():
+    return open_frame_folder(FRAMES)[3]
+
+
+def _hand_point(depth, K, r, c):
+    """Camera-frame point of pixel (row r, col c), written out: ((c - cx) d / fx, (r - cy) d / fy, d)."""
+    d = depth[r, c]
+    return torch.stack([(c - K[0, 2]) * d / K[0, 0], (r - K[1, 2]) * d / K[1, 1], d], dim=-1)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2, 3])
+def test_each_voxel_is_paired_with_a_pixel_of_its_own_point(frame, seed):
+    data = DataConfig(roots=[str(FRAMES)], image_size=[120, 160], voxel_size=0.05)
+    aug = AugmentConfig(flip=0.5, resize=[0.7, 1.3], rotation=math.pi, scale=[0.8, 1.2])
+    sample = make_sample(frame, data, aug, torch.Generator().manual_seed(seed))
+    t2d, t3d = sample.image_transform, sample.point_transform
+    # Independent truth: the original pixel each output pixel shows, its original 3D point (hand formula),
+    # mirrored if the image was flipped, then moved by the sample's 3D transform.
+    rows, cols, valid = t2d.source_pixels()
+    w_out = data.image_size[1]
+    v, u = sample.pixel // w_out, sample.pixel % w_out
+    assert valid[v, u].all()
+    depth = torch.from_numpy(frame.depth).double()
+    K = torch.from_numpy(frame.intrinsics).double()
+    src = _hand_point(depth, K, rows[v, u], cols[v, u])
+    if t2d.flip:
+        src[:, 0] = -src[:, 0]
+    moved = t3d(src)
+    corner = sample.coords.double() * data.voxel_size + sample.origin.double()
+    # nearest-pixel resampling moves a ray by at most half an original pixel in u and in v (a diagonal of
+    # 0.71 px once rotated): allow one pixel, d / fx metres, times the scale; a voxel here is ~25 pixels
+    slack = (depth.max() / K[0, 0]).item() * t3d.scale + 1e-6
+    inside = ((moved - corner) >= -slack) & ((moved - corner) <= data.voxel_size + slack)
+    assert inside.all(dim=1).float().mean() == 1.0
+    # and the colour fed to the teacher at that pixel is the colour of the original pixel (up to resampling)
+    color = torch.from_numpy(frame.color).float()[rows[v, u], cols[v, u]] / 255
+    seen = sample.image[:, v, u].T
+    assert (seen - color).abs().median() < 0.08
+
+
+def test_flip_mirrors_intrinsics_and_resize_scales_them():
+    K = torch.tensor([[500.0, 0, 320], [0, 500.0, 240], [0, 0, 1]])
+    gen = torch.Generator().manual_seed(0)
+    t = random_image_transform((480, 640), (240, 320), (1.0, 1.0), 1.0, gen)
+    K2 = t.intrinsics(K)
+    # half size: fx' = fx / 2, cx' = (cx + 0.5) / 2 - 0.5 = 159.75; flipped: 319 - 159.75 = 159.25
+    assert torch.allclose(K2, torch.tensor([[250.0, 0, 159.25], [0, 250.0, 119.75], [0, 0, 1]]))
+    rows, cols, valid = t.source_pixels()
+    assert valid.all() and cols[0, 0] == 639 and cols[0, -1] == 1 and rows[-1, 0] == 479
+
+
+def test_up_axis_rotation_keeps_height():
+    R = up_axis_rotation(0.3)
+    p = torch.tensor([[1.0, -2.0, 3.0]])
+    q = p @ R.T
+    assert q[0, 1] == -2.0 and torch.isclose(q.norm(), p.norm())
+    assert torch.allclose(R @ R.T, torch.eye(3), atol=1e-6) and torch.isclose(torch.det(R), torch.tensor(1.0))
+
+
+def test_elastic_distortion_is_smooth_and_bounded(frame):
+    data = DataConfig(roots=[str(FRAMES)], image_size=[120, 160], voxel_size=0.05)
+    aug = AugmentConfig(flip=0.0, resize=[1.0, 1.0], rotation=0.0, scale=[1.0, 1.0])
+    sample = make_sample(frame, data, aug, torch.Generator().manual_seed(5))
+    pts = torch.rand(2000, 3) * 2
+    disp = sample.point_transform(pts) - pts
+    assert disp.abs().max() < 0.5  # metres: magnitudes 0.4 + 1.6 times blurred unit noise
+    assert disp.abs().mean() > 1e-3
+    near = sample.point_transform(pts + 0.01) - (pts + 0.01)
+    assert (near - disp).abs().max() < 0.05  # 1 cm apart -> nearly the same displacement
+
+
+def test_dataset_and_collate_build_a_paired_batch():
+    data = DataConfig(roots=[str(FRAMES)], image_size=[60, 80], voxel_size=0.1)
+    ds = FramePairs(data, AugmentConfig())
+    assert len(ds) == 20
+    batch = collate_pairs([ds[(0, 1)], ds[(5, 2)]])
+    assert batch.images.shape == (2, 3, 60, 80)
+    assert batch.coords.shape[1] == 4 and set(batch.coords[:, 0].tolist()) == {0, 1}
+    assert torch.equal(batch.coords[:, 0].long(), batch.voxel_batch)
+    assert batch.pixel.max() < 60 * 80 and batch.skipped == []

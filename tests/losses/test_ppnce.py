@@ -1,0 +1,43 @@
+import math
+
+import torch
+import torch.nn.functional as F
+
+from ppkt.losses.ppnce import ppnce_loss
+
+
+def test_ppnce_equals_written_out_formula():
+    z3d = F.normalize(torch.tensor([[1.0, 0.2, -0.3], [0.1, 0.9, 0.4], [-0.5, 0.3, 0.8], [0.7, -0.7, 0.1]]), dim=1)
+    z2d = F.normalize(torch.tensor([[0.8, 0.1, -0.1], [0.3, 0.7, 0.2], [-0.2, 0.1, 0.9], [0.2, 0.2, 0.2]]), dim=1)
+    tau = 0.04
+    # L = -(1/N) sum_i log( exp(z3_i . z2_i / tau) / sum_j exp(z3_i . z2_j / tau) )
+    total = 0.0
+    for i in range(4):
+        num = math.exp(sum(z3d[i, k].item() * z2d[i, k].item() for k in range(3)) / tau)
+        den = sum(math.exp(sum(z3d[i, k].item() * z2d[j, k].item() for k in range(3)) / tau) for j in range(4))
+        total += -math.log(num / den)
+    assert abs(ppnce_loss(z3d, z2d, tau).item() - total / 4) < 1e-4
+
+
+def test_ppnce_is_near_zero_for_matched_orthogonal_embeddings():
+    z = torch.eye(16)
+    loss = ppnce_loss(z, z.clone(), 0.04)
+    assert loss.item() < 16 * math.exp(-1 / 0.04)  # (n-1) e^{-1/tau} bound
+    assert loss.item() >= 0
+
+
+def test_ppnce_is_log_n_for_uninformative_embeddings():
+    z3d = torch.zeros(64, 8)
+    z3d[:, 0] = 1
+    z2d = F.normalize(torch.randn(64, 8), dim=1)
+    z2d[:, 0] = 0
+    assert abs(ppnce_loss(z3d, F.normalize(z2d, dim=1), 0.04).item() - math.log(64)) < 1e-5
+
+
+def test_ppnce_rejects_mismatched_shapes():
+    try:
+        ppnce_loss(torch.zeros(4, 8), torch.zeros(5, 8))
+    except ValueError as err:
+        assert "(n, E)" in str(err)
+    else:
+        raise AssertionError("expected ValueError")
