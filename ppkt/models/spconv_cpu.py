@@ -10,9 +10,12 @@ on CPU (both measured, see ``shared/REFERENCE.md``):
 2. The CPU gather-GEMM-scatter path of ``indice_conv`` / ``indice_conv_backward`` adds the per-offset
    results into the output with ``SpconvOps.scatter_add_cpu``, whose OpenMP loop races: with 2 threads
    a convolution differs from dense ``conv3d`` by up to ~0.5. The patch swaps the ``SpconvOps`` name
-   inside ``spconv.pytorch.ops`` for a proxy whose ``scatter_add_cpu`` is ``torch.Tensor.index_add_``
-   on zero-copy views of the same memory (deterministic, race-free); every other attribute is
-   forwarded unchanged.
+   inside ``spconv.pytorch.ops`` for a proxy whose ``scatter_add_cpu`` is a torch ``index_put_``
+   (accumulate, serial) / ``index_add_`` on zero-copy views of the same memory (deterministic,
+   race-free); every other attribute is forwarded unchanged. ``gather_cpu`` (correct, but run on
+   spconv's own bundled libgomp) is done with ``torch.index_select`` too, so the conv loop never
+   alternates between two OpenMP runtimes (torch's and spconv's), which on 2 busy cores made a
+   forward+backward up to ~100x slower.
 
 Which path runs on CPU: the CPU-only spconv build forces ``ConvAlgo.Native`` for every layer
 (SubMConv3d, SparseConv3d, SparseInverseConv3d), and with no C++ GEMM available the Native algorithm
@@ -55,19 +58,31 @@ def _safe_get_current_stream() -> int:
 _safe_get_current_stream._ppkt_original = _ORIG_GET_CURRENT_STREAM
 
 
+_SERIAL_SCATTER_MAX_NUMEL = 1 << 17
+
+
 def _tv_as_torch(t) -> torch.Tensor:
     """Zero-copy torch view of a CPU ``cumm.tensorview.Tensor`` (via its numpy view)."""
     return torch.from_numpy(t.numpy_view())
 
 
 class _SpconvOpsProxy:
-    """Stands in for ``SpconvOps`` inside ``spconv.pytorch.ops``; only ``scatter_add_cpu`` differs."""
+    """Stands in for ``SpconvOps`` inside ``spconv.pytorch.ops``; ``gather_cpu``/``scatter_add_cpu`` differ."""
 
     def __init__(self, ops):
         self._ppkt_original = ops
 
     def __getattr__(self, name):
         return getattr(self._ppkt_original, name)
+
+    @staticmethod
+    def gather_cpu(buf_tv, inp_tv, idx_tv) -> None:
+        """``buf[j] = inp[idx[j]]`` for ``j < len(idx)``, in place (torch instead of spconv's OpenMP)."""
+        idx = _tv_as_torch(idx_tv)
+        if idx.numel() == 0:
+            return
+        buf = _tv_as_torch(buf_tv)[: idx.shape[0]]
+        torch.index_select(_tv_as_torch(inp_tv), 0, idx.long(), out=buf)
 
     @staticmethod
     def scatter_add_cpu(out_tv, buf_tv, idx_tv) -> None:
@@ -80,7 +95,12 @@ class _SpconvOpsProxy:
             return
         out = _tv_as_torch(out_tv)
         buf = _tv_as_torch(buf_tv)[: idx.shape[0]]
-        out.index_add_(0, idx.long(), buf)
+        if buf.numel() < _SERIAL_SCATTER_MAX_NUMEL:
+            # serial kernel on CPU: no OpenMP fork/join, which dominates for small blocks (and costs
+            # milliseconds per call when the cores are busy with other processes)
+            out.index_put_((idx.long(),), buf, accumulate=True)
+        else:
+            out.index_add_(0, idx.long(), buf)
 
 
 def patch_applied() -> bool:

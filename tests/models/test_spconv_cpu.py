@@ -15,7 +15,7 @@ B = 2  # clouds per batch
 N_PER_CLOUD = 1200  # ~30% occupancy: >1000 pairs per kernel offset, where the unpatched race shows every run
 C_IN, C_OUT = 8, 16
 TOL = 1e-10
-REPEATS = 3
+REPEATS = 5
 
 
 @pytest.fixture(autouse=True)
@@ -92,19 +92,22 @@ def test_patch_is_applied_and_idempotent():
         assert default_conv_algo() == spconv.ConvAlgo.Native
 
 
-def test_scatter_add_cpu_is_exact_and_uses_only_len_idx_rows():
+def test_scatter_add_and_gather_cpu_are_exact_and_use_only_len_idx_rows():
     from spconv.pytorch.cppcore import torch_tensor_to_tv
 
     import spconv.pytorch.ops as ops
 
     gen = torch.Generator().manual_seed(5)
-    for _ in range(10):
-        out = torch.randn(3000, 32, generator=gen, dtype=torch.float64)
-        buf = torch.randn(2500, 32, generator=gen, dtype=torch.float64)  # rows >= 2000 are stale
-        idx = torch.randperm(3000, generator=gen)[:2000].int()
-        expect = out.clone().index_add_(0, idx.long(), buf[:2000])
+    for n in [2000] * 8 + [6000] * 2:  # small blocks take the serial kernel, large ones index_add_
+        out = torch.randn(n + 1000, 32, generator=gen, dtype=torch.float64)
+        buf = torch.randn(n + 500, 32, generator=gen, dtype=torch.float64)  # rows >= n are stale
+        idx = torch.randperm(n + 1000, generator=gen)[:n].int()
+        expect = out.clone().index_add_(0, idx.long(), buf[:n])
         ops.SpconvOps.scatter_add_cpu(*(torch_tensor_to_tv(t) for t in (out, buf, idx)))
         assert torch.equal(out, expect)
+        gathered = torch.zeros_like(buf)
+        ops.SpconvOps.gather_cpu(*(torch_tensor_to_tv(t) for t in (gathered, out, idx)))
+        assert torch.equal(gathered[:n], out[idx.long()]) and not gathered[n:].any()
 
 
 def test_submconv3d_matches_dense():
