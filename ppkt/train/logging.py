@@ -9,13 +9,14 @@ from torch.utils.tensorboard import SummaryWriter
 
 
 class MetricsLog:
-    """Appends {"iteration": i, ...} records to `metrics.jsonl`; on resume drops records at or after `start`."""
+    """Appends {"iteration": i, ...} records (i = iterations done) to `metrics.jsonl`; on resume from
+    iteration `start`, records after it (written after the checkpoint) are dropped."""
 
     def __init__(self, out_dir: str | Path, start: int = 0):
         self.path = Path(out_dir) / "metrics.jsonl"
-        kept = [r for r in read_metrics(self.path) if r["iteration"] < start] if start else []
+        kept = [r for r in read_metrics(self.path) if r["iteration"] <= start] if start else []
         self.path.write_text("".join(json.dumps(r) + "\n" for r in kept))
-        self.tb = SummaryWriter(str(Path(out_dir) / "tensorboard"), purge_step=start)
+        self.tb = SummaryWriter(str(Path(out_dir) / "tensorboard"), purge_step=start + 1 if start else None)
 
     def log(self, iteration: int, values: Dict[str, float]) -> None:
         with self.path.open("a") as f:

@@ -114,8 +114,8 @@ def test_pointcept_spunet_v1m1_key_layout():
     for k, shape in expect.items():
         assert tuple(sd[k].shape) == shape, k
     assert not any(k.startswith("enc.") and ".proj." in k for k in sd)  # same width: identity shortcut
-    assert list(sd)[:7] == [f"conv_input.{k}" for k in ("0.weight", "1.weight", "1.bias", "1.running_mean",
-                                                         "1.running_var", "1.num_batches_tracked")] + ["down.0.0.weight"]
+    stem = ["0.weight", "1.weight", "1.bias", "1.running_mean", "1.running_var", "1.num_batches_tracked"]
+    assert list(sd)[:7] == [f"conv_input.{k}" for k in stem] + ["down.0.0.weight"]
 
 
 def test_clear_errors():

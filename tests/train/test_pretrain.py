@@ -33,8 +33,9 @@ def test_short_pretraining_lowers_the_loss(tmp_path):
     out = pretrain(tiny_config(tmp_path / "run", "train.iterations=40", "train.checkpoint_every=100"))
     losses = [r["loss"] for r in read_metrics(out / "metrics.jsonl")]
     assert len(losses) == 40
-    assert abs(losses[0] - np.log(256)) < 0.5  # chance level at the start: log(n_sub)
-    assert np.mean(losses[-5:]) < losses[0] - 1.0
+    # at the start the 3D embeddings carry no information: the loss is at least chance, log(n_sub)
+    assert losses[0] > np.log(256) - 0.2
+    assert np.mean(losses[-5:]) < min(losses[0] - 2.0, np.log(256) - 0.2)
     assert (out / "loss_curve.png").stat().st_size > 1000 and any((out / "tensorboard").iterdir())
     export = load_checkpoint(out / "backbone.pth", BACKBONE_FORMAT)
     student = build_sparse_unet(export["arch"], export["in_channels"], export["channels"])
