@@ -33,8 +33,8 @@ def read_metrics(path: str | Path) -> List[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.is_file() else []
 
 
-def plot_loss_curve(metrics_path: str | Path, png_path: str | Path, title: str = "PPKT pretraining") -> Path:
-    """Loss versus iteration from metrics.jsonl, saved as PNG."""
+def plot_loss_curve(metrics_path: str | Path, png_path: str | Path, title: str = "PPKT pretraining", chance: float | None = None) -> Path:
+    """Loss versus iteration from metrics.jsonl, saved as PNG; `chance` draws the log(n) line of an uninformed model."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -42,7 +42,10 @@ def plot_loss_curve(metrics_path: str | Path, png_path: str | Path, title: str =
 
     records = [r for r in read_metrics(metrics_path) if "loss" in r]
     fig, ax = plt.subplots(figsize=(6, 4), dpi=100)
-    ax.plot([r["iteration"] for r in records], [r["loss"] for r in records], lw=1.2)
+    ax.plot([r["iteration"] for r in records], [r["loss"] for r in records], lw=1.2, label="loss")
+    if chance is not None:
+        ax.axhline(chance, color="grey", ls="--", lw=1, label=f"chance, log n = {chance:.2f}")
+        ax.legend()
     ax.set_xlabel("iteration")
     ax.set_ylabel("PPNCE loss")
     ax.set_title(title)

@@ -76,6 +76,7 @@ def _pretrain(cfg: PretrainConfig, d: Dist, resume: bool, stop_after: Optional[i
         torch.set_flush_denormal(True)  # measured: denormal floats made some CPU sparse-conv steps 10-100x slower
     out = Path(cfg.train.out_dir)
     ckpt_path = out / "checkpoints" / "last.pt"
+    dataset = FramePairs(cfg.data, cfg.augment)  # first: a wrong data path is the most common error
     torch.manual_seed(cfg.train.seed)  # initial weights
     model = build_model(cfg).to(device)
     params = [p for p in trainable(model).parameters() if p.requires_grad]
@@ -94,7 +95,6 @@ def _pretrain(cfg: PretrainConfig, d: Dist, resume: bool, stop_after: Optional[i
         out.mkdir(parents=True, exist_ok=True)
         (out / "config.yaml").write_text(config_to_yaml(cfg))
 
-    dataset = FramePairs(cfg.data, cfg.augment)
     stop = cfg.train.iterations if stop_after is None else min(cfg.train.iterations, stop_after)
     sampler = IterationBatchSampler(len(dataset), cfg.train.batch_size, cfg.train.seed, start, stop, d.rank, d.world_size)
     loader = DataLoader(dataset, batch_sampler=sampler, collate_fn=collate_pairs, num_workers=cfg.train.workers,
@@ -139,7 +139,7 @@ def _pretrain(cfg: PretrainConfig, d: Dist, resume: bool, stop_after: Optional[i
     bar.close()
     if d.main:
         log.close()
-        plot_loss_curve(out / "metrics.jsonl", out / "loss_curve.png")
+        plot_loss_curve(out / "metrics.jsonl", out / "loss_curve.png", chance=math.log(cfg.loss.n_sub))
         if skipped_total:
             print(f"skipped {skipped_total} frame(s) with bad input; see the warnings above")
         print(f"checkpoint: {ckpt_path}\nbackbone for fine-tuning: {out / 'backbone.pth'}\nmetrics: {out / 'metrics.jsonl'}  curve: {out / 'loss_curve.png'}")
