@@ -36,6 +36,16 @@ def _frames(args: argparse.Namespace) -> int:
     return 0
 
 
+def _synth(args: argparse.Namespace) -> int:
+    from ppkt.synthetic.dataset import write_dataset
+
+    out = write_dataset(args.out, scenes=args.scenes, frames_per_scene=args.frames_per_scene, seed=args.seed,
+                        image_size=tuple(args.image_size), workers=args.workers, point_spacing=args.point_spacing,
+                        depth_noise=not args.no_depth_noise)
+    print(f"wrote {out}: frames in {out / 'frames'}, labelled scenes in {out / 'scenes'}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ppkt", description="Contrastive pixel-to-point knowledge transfer: pretrain 3D networks from 2D ones.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -57,6 +67,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--depth-scale", type=float, default=1000.0, help="depth units per metre")
     p.add_argument("--stride", type=int, default=1)
     p.set_defaults(func=_frames)
+
+    p = sub.add_parser("synth", help="render a synthetic labelled RGB-D dataset (frames + 3D scenes)")
+    p.add_argument("--scenes", type=int, default=40)
+    p.add_argument("--frames-per-scene", type=int, default=25)
+    p.add_argument("--out", required=True)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--image-size", type=int, nargs=2, default=[240, 320], metavar=("H", "W"))
+    p.add_argument("--workers", type=int, default=2, help="processes rendering scenes in parallel")
+    p.add_argument("--point-spacing", type=float, default=0.02, help="metres between sampled scene points")
+    p.add_argument("--no-depth-noise", action="store_true", help="exact depth, no sensor noise or holes")
+    p.set_defaults(func=_synth)
+
+    from ppkt.train.teacher2d import add_teacher_commands
+
+    add_teacher_commands(sub)
     return parser
 
 
