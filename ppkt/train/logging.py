@@ -5,6 +5,7 @@ import json
 from pathlib import Path
 from typing import Dict, List
 
+import numpy as np
 from torch.utils.tensorboard import SummaryWriter
 
 
@@ -33,8 +34,13 @@ def read_metrics(path: str | Path) -> List[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.is_file() else []
 
 
-def plot_loss_curve(metrics_path: str | Path, png_path: str | Path, title: str = "PPKT pretraining", chance: float | None = None) -> Path:
-    """Loss versus iteration from metrics.jsonl, saved as PNG; `chance` draws the log(n) line of an uninformed model."""
+def plot_loss_curve(metrics_path: str | Path, png_path: str | Path, title: str = "PPKT pretraining", chance: float | None = None,
+                    ylabel: str = "PPNCE loss", smooth: bool = False) -> Path:
+    """Loss versus iteration from metrics.jsonl, saved as PNG; `chance` draws the log(n) line of an uninformed model.
+
+    smooth=True draws the logged losses faintly ("batch") with, from 10 records on, their running mean over
+    max(5, records // 20) records on top.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
@@ -42,12 +48,20 @@ def plot_loss_curve(metrics_path: str | Path, png_path: str | Path, title: str =
 
     records = [r for r in read_metrics(metrics_path) if "loss" in r]
     fig, ax = plt.subplots(figsize=(6, 4), dpi=100)
-    ax.plot([r["iteration"] for r in records], [r["loss"] for r in records], lw=1.2, label="loss")
+    its, loss = [r["iteration"] for r in records], [r["loss"] for r in records]
+    if smooth:
+        ax.plot(its, loss, lw=0.8, alpha=0.5, label="batch")
+        if len(loss) >= 10:
+            k = max(5, len(loss) // 20)
+            ax.plot(its[k - 1:], np.convolve(loss, np.ones(k) / k, mode="valid"), lw=1.6, label=f"mean of {k}")
+    else:
+        ax.plot(its, loss, lw=1.2, label="loss")
     if chance is not None:
         ax.axhline(chance, color="grey", ls="--", lw=1, label=f"chance, log n = {chance:.2f}")
+    if smooth or chance is not None:
         ax.legend()
     ax.set_xlabel("iteration")
-    ax.set_ylabel("PPNCE loss")
+    ax.set_ylabel(ylabel)
     ax.set_title(title)
     ax.grid(alpha=0.3)
     fig.tight_layout()

@@ -24,7 +24,7 @@ from ppkt.models.teacher import build_teacher
 from ppkt.train.checkpoint import BACKBONE_FORMAT, PRETRAIN_FORMAT, CheckpointError, load_checkpoint, load_state_strict, save_atomic
 from ppkt.train.distributed import Dist, cleanup, init_distributed, pick_device
 from ppkt.train.logging import MetricsLog, plot_loss_curve
-from ppkt.train.sampler import IterationBatchSampler
+from ppkt.train.sampler import IterationBatchSampler, one_thread_worker
 
 
 def build_model(cfg: PretrainConfig) -> PPKT:
@@ -98,7 +98,7 @@ def _pretrain(cfg: PretrainConfig, d: Dist, resume: bool, stop_after: Optional[i
     stop = cfg.train.iterations if stop_after is None else min(cfg.train.iterations, stop_after)
     sampler = IterationBatchSampler(len(dataset), cfg.train.batch_size, cfg.train.seed, start, stop, d.rank, d.world_size)
     loader = DataLoader(dataset, batch_sampler=sampler, collate_fn=collate_pairs, num_workers=cfg.train.workers,
-                        worker_init_fn=_one_thread, pin_memory=device.type == "cuda", persistent_workers=False)
+                        worker_init_fn=one_thread_worker, pin_memory=device.type == "cuda", persistent_workers=False)
     net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None) if d.world_size > 1 else model
     amp = torch.autocast("cuda", dtype=torch.float16, enabled=cfg.train.amp and device.type == "cuda")
     scaler = torch.amp.GradScaler("cuda", enabled=cfg.train.amp and device.type == "cuda")
@@ -144,10 +144,6 @@ def _pretrain(cfg: PretrainConfig, d: Dist, resume: bool, stop_after: Optional[i
             print(f"skipped {skipped_total} frame(s) with bad input; see the warnings above")
         print(f"checkpoint: {ckpt_path}\nbackbone for fine-tuning: {out / 'backbone.pth'}\nmetrics: {out / 'metrics.jsonl'}  curve: {out / 'loss_curve.png'}")
     return out
-
-
-def _one_thread(_: int) -> None:
-    torch.set_num_threads(1)
 
 
 def _report_skips(skipped, bar: tqdm, d: Dist) -> int:

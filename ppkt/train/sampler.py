@@ -1,4 +1,5 @@
-"""A deterministic stream of training batches that can start at any iteration (exact resume)."""
+"""A deterministic stream of training batches that can start at any iteration (exact resume), and the
+DataLoader worker init used beside it."""
 from __future__ import annotations
 
 from typing import Iterator, List, Tuple
@@ -41,3 +42,8 @@ class IterationBatchSampler(Sampler[List[Tuple[int, int]]]):
                     cached_epoch, perm = epoch, self._epoch(epoch)
                 batch.append((int(perm[pos % self.n]), sample_seed(self.seed, pos)))
             yield batch
+
+
+def one_thread_worker(_: int) -> None:
+    """DataLoader `worker_init_fn`: one torch thread per loading process (workers must not compete with training)."""
+    torch.set_num_threads(1)

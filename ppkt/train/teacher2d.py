@@ -1,24 +1,12 @@
-"""A 2D segmentation teacher trained on rendered 2D labels (`ppkt teacher train` / `ppkt teacher eval`).
+"""Training and evaluation of the 2D segmentation teacher, and their commands (`ppkt teacher train` / `eval`).
 
-2D labels are cheap, 3D labels are not: a ResNet-FCN (as in the paper's Table 5, there trained on ADE20k) is
-trained for semantic segmentation on rendered frames, and its backbone is then the frozen PPKT teacher:
+2D labels are cheap, 3D labels are not: a ResNet-FCN (`ppkt.models.seg_teacher.SegTeacher`, as in the paper's
+Table 5, there trained on ADE20k) is trained for semantic segmentation on rendered frames (`ppkt.data.labels2d`
+describes the dataset layout), and its backbone is then the frozen PPKT teacher:
 
     ppkt teacher train --data DATA --out runs/teacher2d.pt
     ppkt teacher eval --checkpoint runs/teacher2d.pt --data DATA
     # pretraining config: teacher.arch=resnet18 teacher.weights=runs/teacher2d.pt
-
-Dataset layout (written by the synthetic world)::
-
-    DATA/classes.json              {"names": [...], "ignore_index": 255, ...}
-    DATA/splits/train.txt, val.txt scene names, one per line ("#" starts a comment)
-    DATA/frames/<scene>/           ScanNet exported frames: color/<i>.jpg, depth/<i>.png, intrinsic/, pose/<i>.txt
-    DATA/frames/<scene>/label/<i>.png   8-bit class id per pixel of color/<i>.jpg, ignore_index = not labelled
-
-The network sees the color image as stored (labels are registered to it), RGB in [0, 1] normalised with the
-ImageNet mean / std inside the model, exactly as `ppkt.models.teacher.Teacher2D` normalises ResNet input.
-
-The checkpoint ``{"format": "ppkt-teacher2d", "version": 1, "arch", "backbone", "head", ...}`` is read by
-`build_teacher(arch, weights=<file>)` (backbone only) and by `load_seg_teacher` (backbone + head).
 """
 from __future__ import annotations
 
@@ -27,386 +15,36 @@ import json
 import math
 import os
 import time
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-import torchvision
-from PIL import Image
-from torch import Tensor, nn
-from torch.utils.data import DataLoader, Dataset
+from torch import Tensor
+from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from ppkt.data.frames import FrameError, open_frame_folder, read_color
-from ppkt.models.teacher import IMAGENET_MEAN, IMAGENET_STD, TEACHER_CKPT_FORMAT, build_teacher
-from ppkt.train.checkpoint import CheckpointError, load_checkpoint, load_state_strict, save_atomic
-from ppkt.train.logging import read_metrics
-from ppkt.train.sampler import IterationBatchSampler
+from ppkt.data.labels2d import DEFAULT_IMAGE_SIZE, DEFAULT_SCALE_RANGE, SegFrames, Teacher2DDataError, read_classes
+from ppkt.models.seg_teacher import SEG_ARCHS, SEG_TEACHER_VERSION, SegTeacher, load_seg_teacher
+from ppkt.models.teacher import TEACHER_CKPT_FORMAT
+from ppkt.train.checkpoint import save_atomic
+from ppkt.train.logging import plot_loss_curve
+from ppkt.train.metrics import confusion_matrix, format_iou_table, segmentation_metrics
+from ppkt.train.sampler import IterationBatchSampler, one_thread_worker
 
-__all__ = [
-    "SEG_ARCHS",
-    "SEG_TEACHER_VERSION",
-    "Teacher2DDataError",
-    "SegTeacher",
-    "FCNHead",
-    "SegFrames",
-    "read_classes",
-    "read_split",
-    "read_label",
-    "confusion_matrix",
-    "segmentation_metrics",
-    "train_teacher2d",
-    "evaluate_teacher2d",
-    "load_seg_teacher",
-    "format_iou_table",
-    "add_teacher_commands",
-]
+__all__ = ["train_teacher2d", "evaluate_teacher2d", "side_files", "add_teacher_commands"]
 
-SEG_ARCHS: Tuple[str, ...] = ("resnet18", "resnet34", "resnet50")
-SEG_TEACHER_VERSION = 1
-_EXPANSION = {"resnet18": 1, "resnet34": 1, "resnet50": 4}
-_STAGES = ("layer1", "layer2", "layer3", "layer4")
-_COLOR_EXTS = (".jpg", ".jpeg", ".png")
-
-# Defaults of `train_teacher2d` (see its docstring for why).
+# Defaults of `train_teacher2d` (see its docstring for why); DEFAULT_IMAGE_SIZE / DEFAULT_SCALE_RANGE are SegFrames'.
 DEFAULT_ITERATIONS = 800
 DEFAULT_BATCH_SIZE = 8
 DEFAULT_LR = 1e-3
-DEFAULT_IMAGE_SIZE = (240, 320)
-DEFAULT_SCALE_RANGE = (0.75, 1.5)
-
-
-class Teacher2DDataError(FrameError):
-    """The 2D segmentation dataset is missing a file or holds a bad one; the message names the file."""
-
-
-# ----------------------------------------------------------------------------------------------------- model
-class FCNHead(nn.Module):
-    """FCN / DeepLab-lite decoder: layer2 + up(layer3) + up(layer4) after 1x1 convs, 3x3 conv-BN-ReLU, classifier.
-
-    Works at stride 8 (layer2's resolution); `SegTeacher` upsamples the logits bilinearly to the input size.
-    """
-
-    def __init__(self, in_channels: Sequence[int], num_classes: int, mid_channels: int = 128, dropout: float = 0.1):
-        super().__init__()
-        c2, c3, c4 = in_channels
-        self.lateral2 = nn.Conv2d(c2, mid_channels, 1)
-        self.lateral3 = nn.Conv2d(c3, mid_channels, 1)
-        self.lateral4 = nn.Conv2d(c4, mid_channels, 1)
-        self.fuse = nn.Sequential(
-            nn.Conv2d(mid_channels, mid_channels, 3, padding=1, bias=False),
-            nn.BatchNorm2d(mid_channels),
-            nn.ReLU(inplace=True),
-            nn.Dropout2d(dropout),
-        )
-        self.classifier = nn.Conv2d(mid_channels, num_classes, 1)
-
-    def forward(self, f2: Tensor, f3: Tensor, f4: Tensor) -> Tensor:
-        size = f2.shape[-2:]
-        x = self.lateral2(f2)
-        x = x + F.interpolate(self.lateral3(f3), size=size, mode="bilinear", align_corners=False)
-        x = x + F.interpolate(self.lateral4(f4), size=size, mode="bilinear", align_corners=False)
-        return self.classifier(self.fuse(x))
-
-
-class SegTeacher(nn.Module):
-    """ResNet-FCN for semantic segmentation: (B, 3, H, W) RGB in [0, 1] -> logits (B, num_classes, H, W).
-
-    `backbone` is a torchvision ResNet whose `fc` is an Identity: its state dict has exactly torchvision's key
-    names without `fc.*`, so it loads into `build_teacher(arch, weights=<checkpoint>)`.
-    backbone_weights: "none" (random init), "imagenet" (torch hub cache file, never downloaded) or a checkpoint
-    path, read exactly as `build_teacher` reads teacher weights.
-    """
-
-    def __init__(self, arch: str = "resnet18", num_classes: int = 2, backbone_weights: str = "none",
-                 mid_channels: int = 128):
-        super().__init__()
-        arch = arch.lower().replace("-", "_")
-        if arch not in SEG_ARCHS:
-            raise ValueError(f"Unknown segmentation teacher arch '{arch}'; choose one of {SEG_ARCHS}.")
-        if int(num_classes) < 1:
-            raise ValueError(f"num_classes must be >= 1, got {num_classes}")
-        self.arch, self.num_classes = arch, int(num_classes)
-        net = getattr(torchvision.models, arch)(weights=None)
-        net.fc = nn.Identity()  # no fc.* keys in the state dict
-        self.backbone = net
-        self.backbone_weights = str(backbone_weights)
-        if self.backbone_weights != "none":
-            teacher = build_teacher(arch, self.backbone_weights, stage="layer4")  # same loading (and errors)
-            self.backbone.load_state_dict(teacher.body.state_dict())
-        e = _EXPANSION[arch]
-        self.head = FCNHead((128 * e, 256 * e, 512 * e), self.num_classes, mid_channels)
-        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("std", torch.tensor(IMAGENET_STD, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
-        # Set by load_seg_teacher / train_teacher2d; used by evaluation.
-        self.class_names: List[str] = [str(i) for i in range(self.num_classes)]
-        self.ignore_index = 255
-        self.train_image_size: Optional[Tuple[int, int]] = None
-
-    def normalize(self, images: Tensor) -> Tensor:
-        if images.dim() != 4 or images.shape[1] != 3:
-            raise ValueError(f"SegTeacher expects images of shape (B, 3, H, W), got {tuple(images.shape)}")
-        return (images.to(self.mean.dtype) - self.mean) / self.std
-
-    def encode(self, images: Tensor) -> Dict[str, Tensor]:
-        """Backbone features {"layer1": stride 4, ..., "layer4": stride 32} of RGB images in [0, 1]."""
-        b = self.backbone
-        x = b.maxpool(b.relu(b.bn1(b.conv1(self.normalize(images)))))
-        feats = {}
-        for name in _STAGES:
-            x = getattr(b, name)(x)
-            feats[name] = x
-        return feats
-
-    def forward(self, images: Tensor) -> Tensor:
-        feats = self.encode(images)
-        logits = self.head(feats["layer2"], feats["layer3"], feats["layer4"])
-        return F.interpolate(logits, size=images.shape[-2:], mode="bilinear", align_corners=False)
-
-    @torch.no_grad()
-    def predict(self, images: Tensor) -> Tensor:
-        """(B, 3, H, W) in [0, 1] -> (B, H, W) int64 class ids (call .eval() first)."""
-        return self(images).argmax(1)
-
-
-# ------------------------------------------------------------------------------------------------------ data
-def read_classes(data_root: str | os.PathLike) -> Tuple[List[str], int]:
-    """(class names, ignore index) from DATA/classes.json."""
-    path = Path(data_root) / "classes.json"
-    if not path.is_file():
-        raise Teacher2DDataError(f"{path}: classes file not found (expected {{\"names\": [...], \"ignore_index\": 255}})")
-    try:
-        info = json.loads(path.read_text())
-    except (OSError, ValueError) as err:
-        raise Teacher2DDataError(f"{path}: not valid JSON ({err})") from None
-    names = info.get("names") if isinstance(info, dict) else None
-    if not isinstance(names, list) or not names or not all(isinstance(n, str) for n in names):
-        raise Teacher2DDataError(f"{path}: 'names' must be a non-empty list of class names")
-    ignore = info.get("ignore_index", 255)
-    if not isinstance(ignore, int) or not 0 <= ignore <= 255 or ignore < len(names):
-        raise Teacher2DDataError(f"{path}: 'ignore_index' must be an integer in [{len(names)}, 255], got {ignore!r}")
-    if len(names) > 255:
-        raise Teacher2DDataError(f"{path}: {len(names)} classes do not fit 8-bit labels")
-    return names, ignore
-
-
-def read_split(data_root: str | os.PathLike, split: str) -> List[str]:
-    """Scene names listed in DATA/splits/<split>.txt (blank lines and # comments skipped)."""
-    path = Path(data_root) / "splits" / f"{split}.txt"
-    if not path.is_file():
-        raise Teacher2DDataError(f"{path}: split file not found (expected one scene name per line)")
-    scenes = [line.split("#", 1)[0].strip() for line in path.read_text().splitlines()]
-    scenes = [s for s in scenes if s]
-    if not scenes:
-        raise Teacher2DDataError(f"{path}: split '{split}' lists no scenes")
-    return scenes
-
-
-def read_label(path: str | os.PathLike) -> np.ndarray:
-    """Read an 8-bit single-channel label PNG as (H, W) uint8 class ids."""
-    path = Path(path)
-    if not path.is_file():
-        raise Teacher2DDataError(f"{path}: label file not found")
-    try:
-        img = Image.open(path)
-        img.load()
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
-        raise Teacher2DDataError(f"{path}: unreadable or corrupt label image ({err})") from None
-    if img.mode not in ("L", "P"):
-        raise Teacher2DDataError(f"{path}: labels must be an 8-bit single-channel PNG (mode L or P), got mode {img.mode!r}")
-    return np.array(img, dtype=np.uint8)
-
-
-@dataclass
-class _Item:
-    color: Path
-    label: Path
-
-
-class SegFrames(Dataset):
-    """Color + label of every frame of a split's scenes.
-
-    Items are `index` or `(index, seed)` (the seed drives this sample's augmentation, see IterationBatchSampler).
-    augment=True (training): random scale in scale_range x base, random horizontal flip, random crop to
-    image_size (H, W), padding with the ImageNet mean and ignore_index where the scaled image is smaller.
-    augment=False (evaluation): the image resized by the base factor only, and the label at full resolution.
-    base = max(H_train / H, W_train / W): the frame resized to cover the training size (1 if image_size is None,
-    allowed for evaluation only).
-    Returns (image float32 (3, h, w) in [0, 1], label int64 (h', w')).
-    """
-
-    def __init__(self, data_root: str | os.PathLike, split: str = "train",
-                 image_size: Optional[Sequence[int]] = DEFAULT_IMAGE_SIZE,
-                 augment: bool = True, scale_range: Sequence[float] = DEFAULT_SCALE_RANGE, flip: float = 0.5):
-        self.root = Path(data_root)
-        if not self.root.is_dir():
-            raise Teacher2DDataError(f"{self.root}: dataset root is not a directory")
-        self.class_names, self.ignore_index = read_classes(self.root)
-        self.num_classes = len(self.class_names)
-        self.split, self.scenes = split, read_split(self.root, split)
-        if image_size is None and augment:
-            raise ValueError("image_size (H, W) is needed for training crops")
-        self.image_size = None if image_size is None else (int(image_size[0]), int(image_size[1]))
-        if self.image_size is not None and min(self.image_size) < 8:
-            raise ValueError(f"image_size must be at least 8 x 8 pixels, got {self.image_size}")
-        self.scale_range = (float(scale_range[0]), float(scale_range[1]))
-        if not 0 < self.scale_range[0] <= self.scale_range[1]:
-            raise ValueError(f"scale_range must be 0 < low <= high, got {self.scale_range}")
-        self.augment, self.flip = augment, float(flip)
-        self.items: List[_Item] = []
-        for scene in self.scenes:
-            folder = self.root / "frames" / scene
-            if not folder.is_dir():
-                raise Teacher2DDataError(f"{folder}: scene '{scene}' of {self.root / 'splits' / (split + '.txt')} not found")
-            frames = open_frame_folder(folder, layout="scannet")
-            for name in frames.names:
-                color = next((folder / "color" / f"{name}{ext}" for ext in _COLOR_EXTS
-                              if (folder / "color" / f"{name}{ext}").is_file()), None)
-                if color is None:
-                    raise Teacher2DDataError(f"{folder / 'color' / (name + '.jpg')}: color file missing for frame {name}")
-                label = folder / "label" / f"{name}.png"
-                if not label.is_file():
-                    raise Teacher2DDataError(
-                        f"{label}: label file missing for frame {name} (expected an 8-bit PNG of class ids, "
-                        f"{self.ignore_index} = ignore)")
-                self.items.append(_Item(color, label))
-        self._pad = tuple(int(round(255 * m)) for m in IMAGENET_MEAN)
-
-    def __len__(self) -> int:
-        return len(self.items)
-
-    def load(self, i: int) -> Tuple[np.ndarray, np.ndarray]:
-        """(color (H, W, 3) uint8, label (H, W) uint8) of item i, checked."""
-        item = self.items[i]
-        color = read_color(item.color)
-        label = read_label(item.label)
-        if color.shape[:2] != label.shape:
-            raise Teacher2DDataError(f"{item.label}: label size {label.shape[1]}x{label.shape[0]} differs from the color "
-                                     f"size {color.shape[1]}x{color.shape[0]} of {item.color}")
-        bad = np.unique(label[(label >= self.num_classes) & (label != self.ignore_index)])
-        if bad.size:
-            raise Teacher2DDataError(f"{item.label}: label values {bad[:8].tolist()} are not class ids 0..{self.num_classes - 1} "
-                                     f"nor the ignore index {self.ignore_index} ({self.root / 'classes.json'})")
-        return color, label
-
-    def base_scale(self, hw: Tuple[int, int]) -> float:
-        if self.image_size is None:
-            return 1.0
-        return max(self.image_size[0] / hw[0], self.image_size[1] / hw[1])
-
-    def __getitem__(self, key) -> Tuple[Tensor, Tensor]:
-        i, seed = key if isinstance(key, tuple) else (key, _default_seed(key))
-        color, label = self.load(i)
-        if not self.augment:
-            s = self.base_scale(label.shape)
-            if abs(s - 1.0) > 1e-9:
-                color = _resize(color, s, Image.BILINEAR)
-            return _to_tensor(color), torch.from_numpy(label.astype(np.int64))
-        rng = np.random.default_rng(seed)
-        s = self.base_scale(label.shape) * rng.uniform(*self.scale_range)
-        color, label = _resize(color, s, Image.BILINEAR), _resize(label, s, Image.NEAREST)
-        if rng.random() < self.flip:
-            color, label = color[:, ::-1], label[:, ::-1]
-        th, tw = self.image_size
-        h, w = label.shape
-        ph, pw = max(th, h), max(tw, w)
-        if (ph, pw) != (h, w):
-            c = np.empty((ph, pw, 3), np.uint8)
-            c[:] = self._pad
-            lab = np.full((ph, pw), self.ignore_index, np.uint8)
-            y, x = (ph - h) // 2, (pw - w) // 2  # scaled-down frame centred in the crop
-            c[y:y + h, x:x + w], lab[y:y + h, x:x + w] = color, label
-            color, label = c, lab
-        y0, x0 = int(rng.integers(0, ph - th + 1)), int(rng.integers(0, pw - tw + 1))
-        color, label = color[y0:y0 + th, x0:x0 + tw], label[y0:y0 + th, x0:x0 + tw]
-        return _to_tensor(color), torch.from_numpy(np.ascontiguousarray(label).astype(np.int64))
-
-
-def _default_seed(i: int) -> int:
-    return 1_000_003 * (i + 1)
-
-
-def _resize(a: np.ndarray, s: float, resample) -> np.ndarray:
-    h, w = a.shape[:2]
-    size = (max(1, int(round(w * s))), max(1, int(round(h * s))))
-    if size == (w, h):
-        return a
-    return np.asarray(Image.fromarray(np.ascontiguousarray(a)).resize(size, resample))
-
-
-def _to_tensor(color: np.ndarray) -> Tensor:
-    return torch.from_numpy(np.ascontiguousarray(color).transpose(2, 0, 1).astype(np.float32) / 255.0)
-
-
-# --------------------------------------------------------------------------------------------------- metrics
-def confusion_matrix(pred: Tensor | np.ndarray, label: Tensor | np.ndarray, num_classes: int,
-                     ignore_index: int = 255) -> Tensor:
-    """(C, C) int64 counts, rows = ground-truth class, columns = predicted class; ignore_index pixels excluded."""
-    pred, label = torch.as_tensor(pred).reshape(-1).long(), torch.as_tensor(label).reshape(-1).long()
-    if pred.shape != label.shape:
-        raise ValueError(f"prediction and label sizes differ: {pred.numel()} vs {label.numel()} pixels")
-    keep = label != ignore_index
-    pred, label = pred[keep], label[keep]
-    if label.numel() and (label.min() < 0 or label.max() >= num_classes):
-        raise ValueError(f"label values must be in [0, {num_classes}) or {ignore_index}")
-    if pred.numel() and (pred.min() < 0 or pred.max() >= num_classes):
-        raise ValueError(f"predicted classes must be in [0, {num_classes})")
-    return torch.bincount(label * num_classes + pred, minlength=num_classes * num_classes).view(num_classes, num_classes)
-
-
-def segmentation_metrics(conf: Tensor | np.ndarray, class_names: Optional[Sequence[str]] = None) -> Dict[str, Any]:
-    """Pixel accuracy, mIoU and per-class IoU from a confusion matrix (rows = ground truth).
-
-    IoU_c = TP / (TP + FP + FN).  A class absent from both labels and predictions has IoU None and is left out of
-    the mean.  per_class_accuracy_c = TP / ground-truth pixels of c (None without any).
-    """
-    conf = torch.as_tensor(conf).double()
-    c = conf.shape[0]
-    names = list(class_names) if class_names is not None else [str(i) for i in range(c)]
-    tp = conf.diag()
-    gt, pr = conf.sum(1), conf.sum(0)
-    union = gt + pr - tp
-    total = conf.sum().item()
-    iou = [tp[k].item() / union[k].item() if union[k] > 0 else None for k in range(c)]
-    acc = [tp[k].item() / gt[k].item() if gt[k] > 0 else None for k in range(c)]
-    valid = [v for v in iou if v is not None]
-    return {
-        "pixel_accuracy": tp.sum().item() / total if total else float("nan"),
-        "mean_iou": sum(valid) / len(valid) if valid else float("nan"),
-        "per_class_iou": dict(zip(names, iou)),
-        "per_class_accuracy": dict(zip(names, acc)),
-        "pixels": int(total),
-    }
-
-
-# ---------------------------------------------------------------------------------------------- checkpoints
-def load_seg_teacher(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> SegTeacher:
-    """Rebuild the segmentation network (backbone + head) of a `ppkt teacher train` checkpoint, in eval mode."""
-    path = Path(path)
-    state = load_checkpoint(path, TEACHER_CKPT_FORMAT)  # weights_only=True; CheckpointError names the file
-    arch, num_classes = state.get("arch"), state.get("num_classes")
-    if arch not in SEG_ARCHS:
-        raise CheckpointError(f"{path}: a '{TEACHER_CKPT_FORMAT}' file for arch {arch!r}; segmentation teachers are {SEG_ARCHS}")
-    if state.get("version") != SEG_TEACHER_VERSION or not isinstance(state.get("head"), Mapping):
-        raise CheckpointError(f"{path}: not a version-{SEG_TEACHER_VERSION} segmentation teacher (version "
-                              f"{state.get('version')!r}, head {'present' if 'head' in state else 'missing'}); "
-                              "it can still serve as a PPKT teacher through build_teacher")
-    if not isinstance(num_classes, int) or num_classes < 1 or not isinstance(state.get("backbone"), Mapping):
-        raise CheckpointError(f"{path}: bad 'num_classes' ({num_classes!r}) or missing 'backbone'")
-    model = SegTeacher(arch, num_classes)
-    load_state_strict(model.backbone, state["backbone"], path, "backbone")
-    load_state_strict(model.head, state["head"], path, "head")
-    model.class_names = list(state.get("class_names") or model.class_names)
-    model.ignore_index = int(state.get("ignore_index", 255))
-    size = (state.get("train") or {}).get("image_size")
-    model.train_image_size = (int(size[0]), int(size[1])) if size else None
-    return model.to(map_location).eval()
 
 
 # ------------------------------------------------------------------------------------------------- training
+# Not ppkt.train.distributed.pick_device: that maps any request but "cpu" / "auto"-without-CUDA to
+# cuda:<local rank> (so "cuda:1" becomes cuda:0), calls torch.cuda.set_device, and its error names the
+# pretraining key train.device, not --device.
 def _device(requested: str) -> torch.device:
     if requested == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -415,40 +53,11 @@ def _device(requested: str) -> torch.device:
     return torch.device(requested)
 
 
-def _one_thread(_: int) -> None:
-    torch.set_num_threads(1)
-
-
 def _lr_factor(i: int, iterations: int, warmup: int, power: float = 0.9) -> float:
     """Linear warmup over `warmup` iterations, then poly decay (1 - progress) ** power."""
     if i < warmup:
         return (i + 1) / warmup
     return (1.0 - (i - warmup) / max(1, iterations - warmup)) ** power
-
-
-def _plot(metrics_path: Path, png_path: Path, title: str) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    rec = [r for r in read_metrics(metrics_path) if "loss" in r]
-    fig, ax = plt.subplots(figsize=(6, 4), dpi=100)
-    its, loss = [r["iteration"] for r in rec], [r["loss"] for r in rec]
-    ax.plot(its, loss, lw=0.8, alpha=0.5, label="batch")
-    if len(loss) >= 10:
-        k = max(5, len(loss) // 20)
-        smooth = np.convolve(loss, np.ones(k) / k, mode="valid")
-        ax.plot(its[k - 1:], smooth, lw=1.6, label=f"mean of {k}")
-    ax.set_xlabel("iteration")
-    ax.set_ylabel("cross-entropy loss")
-    ax.set_title(title)
-    ax.grid(alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(png_path)
-    plt.close(fig)
-    return png_path
 
 
 def side_files(out_file: str | os.PathLike) -> Tuple[Path, Path]:
@@ -522,7 +131,7 @@ def train_teacher2d(
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda i: _lr_factor(i, iterations, warmup))
     sampler = IterationBatchSampler(len(dataset), batch_size, seed, 0, iterations)
-    loader = DataLoader(dataset, batch_sampler=sampler, num_workers=workers, worker_init_fn=_one_thread,
+    loader = DataLoader(dataset, batch_sampler=sampler, num_workers=workers, worker_init_fn=one_thread_worker,
                         pin_memory=dev.type == "cuda")
 
     out_file.parent.mkdir(parents=True, exist_ok=True)
@@ -557,7 +166,8 @@ def train_teacher2d(
             bar.update(1)
     bar.close()
     train_seconds = time.perf_counter() - t0
-    _plot(metrics_file, curve_file, f"2D segmentation teacher ({arch})")
+    plot_loss_curve(metrics_file, curve_file, f"2D segmentation teacher ({arch})", ylabel="cross-entropy loss",
+                    smooth=True)
 
     val = None
     if val_set is not None:
@@ -639,22 +249,6 @@ def evaluate_teacher2d(checkpoint: str | os.PathLike | SegTeacher, data_root: st
                                  f"({model.class_names})")
     dataset = SegFrames(data_root, split, size, augment=False)  # size None: evaluate at the stored resolution
     return _evaluate(model, dataset, dev, progress)
-
-
-def format_iou_table(metrics: Mapping[str, Any]) -> str:
-    """Per-class IoU / accuracy table with the totals, as printed by `ppkt teacher eval`."""
-    names = list(metrics["per_class_iou"])
-    conf = metrics.get("confusion_matrix")
-    width = max([5] + [len(n) for n in names])
-    fmt = lambda v: "   n/a" if v is None else f"{100 * v:6.2f}"  # noqa: E731
-    lines = [f"{'id':>3}  {'class':<{width}}  {'IoU %':>6}  {'acc %':>6}  {'pixels':>10}"]
-    for k, n in enumerate(names):
-        px = sum(conf[k]) if conf else 0
-        lines.append(f"{k:>3}  {n:<{width}}  {fmt(metrics['per_class_iou'][n])}  "
-                     f"{fmt(metrics['per_class_accuracy'][n])}  {px:>10}")
-    lines.append(f"mIoU {100 * metrics['mean_iou']:.2f}%  pixel accuracy {100 * metrics['pixel_accuracy']:.2f}%  "
-                 f"({metrics.get('frames', '?')} frames, {metrics['pixels']} labelled pixels, split {metrics.get('split', '?')})")
-    return "\n".join(lines)
 
 
 # ------------------------------------------------------------------------------------------------------ CLI
