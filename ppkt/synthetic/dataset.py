@@ -1,0 +1,205 @@
+"""Write a synthetic dataset to disk: RGB-D frames (ScanNet export layout) and labelled scenes (Pointcept layout).
+
+Layout of ``out``::
+
+    frames/scene_0000/color/<i>.jpg        RGB, JPEG quality 95, at the depth resolution
+                      depth/<i>.png        uint16 millimetres, 0 = no measurement
+                      label/<i>.png        uint8 class id, 255 = nothing hit
+                      instance/<i>.png     uint16 object index + 1, 0 = none
+                      pose/<i>.txt         4x4 camera-to-world (x right, y down, z forward), metres
+                      intrinsic/intrinsic_{color,depth}.txt (4x4, K top-left), extrinsic_{color,depth}.txt (I)
+    scenes/scene_0000/{coord,color,normal,segment,instance,boxes}.npy
+    classes.json  splits/train.txt  splits/val.txt  dataset.json
+
+Scene i draws all its randomness from ``SeedSequence(seed, spawn_key=(i,))``, so the files do not depend on
+``workers`` or on the order scenes are written in; a scene is built in ``out/.tmp`` and renamed when complete,
+and a rerun with the same arguments skips the scenes already there.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+from tqdm import tqdm
+
+from ppkt.synthetic.pointcloud import sample_surface, save_scene
+from ppkt.synthetic.render import RenderedFrame, add_depth_noise, camera_trajectory, default_intrinsics, render_frame
+from ppkt.synthetic.scene import CLASS_NAMES, Scene, class_table, generate_scene
+
+__all__ = ["DATASET_VERSION", "scene_name", "scene_rngs", "make_scene", "render_scene", "write_frame_folder",
+           "write_dataset"]
+
+DATASET_VERSION = 1
+VAL_FRACTION = 0.2
+
+
+def scene_name(index: int) -> str:
+    return f"scene_{index:04d}"
+
+
+def scene_rngs(seed: int, index: int) -> dict[str, np.random.Generator]:
+    """Independent generators of scene ``index``: "scene" (layout), "camera", "noise" (depth), "points"."""
+    children = np.random.SeedSequence(seed, spawn_key=(index,)).spawn(4)
+    return dict(zip(("scene", "camera", "noise", "points"), (np.random.default_rng(c) for c in children)))
+
+
+def make_scene(seed: int, index: int) -> Scene:
+    """Scene ``index`` of the dataset with ``seed`` (the same as :func:`write_dataset` writes)."""
+    return generate_scene(scene_rngs(seed, index)["scene"])
+
+
+def render_scene(scene: Scene, frames: int, rng: np.random.Generator, image_size=(240, 320)) -> list[RenderedFrame]:
+    """Render ``frames`` views along a :func:`camera_trajectory` drawn from ``rng`` (no depth noise)."""
+    K = default_intrinsics(*image_size)
+    return [render_frame(scene, K, pose, tuple(image_size)) for pose in camera_trajectory(scene, frames, rng)]
+
+
+def _write_matrix(path: Path, m: np.ndarray) -> None:
+    full = np.eye(4)
+    full[: m.shape[0], : m.shape[1]] = m
+    np.savetxt(path, full, fmt="%.9f")
+
+
+def write_frame_folder(folder: str | os.PathLike, frames: list[RenderedFrame],
+                       depths: list[np.ndarray] | None = None) -> Path:
+    """Write frames in the ScanNet exported-frame layout (plus label/ and instance/) into ``folder``.
+
+    depths: optional per-frame depth maps (H, W) float32 m to store instead of ``frame.depth`` (e.g. noisy).
+    """
+    folder = Path(folder)
+    for sub in ("color", "depth", "label", "instance", "pose", "intrinsic"):
+        (folder / sub).mkdir(parents=True, exist_ok=True)
+    K = frames[0].intrinsics
+    for name in ("intrinsic_color", "intrinsic_depth"):
+        _write_matrix(folder / "intrinsic" / f"{name}.txt", K)
+    for name in ("extrinsic_color", "extrinsic_depth"):
+        _write_matrix(folder / "intrinsic" / f"{name}.txt", np.eye(4))
+    for i, fr in enumerate(frames):
+        depth = fr.depth if depths is None else depths[i]
+        mm = np.clip(np.rint(depth.astype(np.float64) * 1000.0), 0, 65535).astype(np.uint16)
+        Image.fromarray(fr.color).save(folder / "color" / f"{i}.jpg", quality=95, subsampling=0)
+        Image.fromarray(mm).save(folder / "depth" / f"{i}.png")
+        Image.fromarray(fr.semantic.astype(np.uint8)).save(folder / "label" / f"{i}.png")
+        Image.fromarray(fr.instance.astype(np.uint16)).save(folder / "instance" / f"{i}.png")
+        _write_matrix(folder / "pose" / f"{i}.txt", fr.pose)
+    return folder
+
+
+def _scene_job(job: dict, on_frame=None) -> dict:
+    """Build scene ``job['index']`` in a temp folder, then move it into place. Returns its counts."""
+    out, i, name = Path(job["out"]), job["index"], scene_name(job["index"])
+    rngs = scene_rngs(job["seed"], i)
+    scene = generate_scene(rngs["scene"])
+    tmp = out / ".tmp" / f"{name}-{os.getpid()}"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    K, hw = default_intrinsics(*job["image_size"]), tuple(job["image_size"])
+    frames, depths = [], []
+    for pose in camera_trajectory(scene, job["frames"], rngs["camera"]):
+        fr = render_frame(scene, K, pose, hw)
+        frames.append(fr)
+        depths.append(add_depth_noise(fr.depth, rngs["noise"]) if job["depth_noise"] else fr.depth)
+        if on_frame:
+            on_frame()
+    write_frame_folder(tmp / "frames", frames, depths)
+    pc = sample_surface(scene, job["point_spacing"], rng=rngs["points"])
+    save_scene(tmp / "scene", pc, scene.boxes)
+    for src, dst in ((tmp / "frames", out / "frames" / name), (tmp / "scene", out / "scenes" / name)):
+        if dst.exists():
+            shutil.rmtree(dst)
+        os.replace(src, dst)
+    tmp.rmdir()
+    return _counts(scene.boxes, len(pc), len(frames))
+
+
+def _counts(boxes: np.ndarray, points: int, frames: int) -> dict:
+    per_class = np.bincount(boxes[:, 7].astype(np.int64), minlength=len(CLASS_NAMES)) if len(boxes) else \
+        np.zeros(len(CLASS_NAMES), np.int64)
+    return {"points": int(points), "frames": int(frames), "objects": per_class.tolist()}
+
+
+def _existing_counts(out: Path, name: str) -> dict | None:
+    """Counts of a scene already complete on disk, or None."""
+    fdir, sdir = out / "frames" / name, out / "scenes" / name
+    if not (fdir.is_dir() and (sdir / "boxes.npy").is_file() and (sdir / "coord.npy").is_file()):
+        return None
+    coord = np.load(sdir / "coord.npy", mmap_mode="r")
+    return _counts(np.load(sdir / "boxes.npy"), coord.shape[0], len(list((fdir / "pose").glob("*.txt"))))
+
+
+def write_dataset(out: str | Path, scenes: int, frames_per_scene: int, seed: int = 0,
+                  image_size: tuple[int, int] = (240, 320), workers: int = 1, point_spacing: float = 0.02,
+                  depth_noise: bool = True, progress: bool = True) -> Path:
+    """Generate ``scenes`` rooms with ``frames_per_scene`` RGB-D frames each into ``out`` (layout: module doc).
+
+    image_size: (H, W) of the frames. point_spacing: m between surface samples. depth_noise: store sensor-like
+    depth (see :func:`add_depth_noise`); labels, color and poses are exact either way. workers > 1 writes scenes
+    in a process pool; the files are the same for any ``workers``. A folder holding a dataset made with other
+    arguments is refused (FileExistsError); the same arguments resume it. Returns ``Path(out)``.
+    """
+    out = Path(out)
+    H, W = (int(v) for v in image_size)
+    if scenes < 1 or frames_per_scene < 1:
+        raise ValueError(f"need scenes >= 1 and frames_per_scene >= 1, got {scenes} and {frames_per_scene}")
+    if H < 2 or W < 2 or not point_spacing > 0 or workers < 1:
+        raise ValueError(f"bad arguments: image_size={image_size}, point_spacing={point_spacing}, workers={workers}")
+    params = {"version": DATASET_VERSION, "seed": int(seed), "scenes": int(scenes),
+              "frames_per_scene": int(frames_per_scene), "image_size": [H, W], "point_spacing": float(point_spacing),
+              "depth_noise": bool(depth_noise)}
+    meta_path = out / "dataset.json"
+    if meta_path.is_file():
+        old = {k: json.loads(meta_path.read_text()).get(k) for k in params}
+        if old != params:
+            diff = {k: (old[k], params[k]) for k in params if old[k] != params[k]}
+            raise FileExistsError(f"{out} holds a dataset made with other arguments {diff} (old, new); "
+                                  "use a new folder or delete it")
+    elif out.exists() and any(out.iterdir()):
+        raise FileExistsError(f"{out} exists, is not empty and holds no dataset.json; use a new or empty folder")
+    for sub in ("frames", "scenes", "splits", ".tmp"):
+        (out / sub).mkdir(parents=True, exist_ok=True)
+    meta_path.write_text(json.dumps({**params, "complete": False}, indent=2) + "\n")
+    (out / "classes.json").write_text(json.dumps(class_table(), indent=2) + "\n")
+
+    counts: dict[int, dict] = {}
+    todo = []
+    for i in range(scenes):
+        done = _existing_counts(out, scene_name(i))
+        if done is not None:
+            counts[i] = done
+        else:
+            todo.append(dict(out=str(out), index=i, seed=int(seed), frames=int(frames_per_scene),
+                             image_size=(H, W), point_spacing=float(point_spacing), depth_noise=bool(depth_noise)))
+    bar = tqdm(total=scenes * frames_per_scene, initial=len(counts) * frames_per_scene, unit="frame",
+               desc="ppkt synth", disable=not progress)
+    try:
+        if workers == 1 or len(todo) <= 1:
+            for job in todo:
+                counts[job["index"]] = _scene_job(job, on_frame=lambda: bar.update(1))
+        else:
+            with ProcessPoolExecutor(max_workers=min(workers, len(todo))) as pool:
+                futures = {pool.submit(_scene_job, job): job["index"] for job in todo}
+                for fut in as_completed(futures):
+                    counts[futures[fut]] = fut.result()
+                    bar.update(frames_per_scene)
+    finally:
+        bar.close()
+    shutil.rmtree(out / ".tmp", ignore_errors=True)
+
+    perm = np.random.default_rng(np.random.SeedSequence(seed)).permutation(scenes)
+    n_val = int(round(VAL_FRACTION * scenes)) if scenes > 1 else 0
+    n_val = min(max(n_val, 1 if scenes > 1 else 0), scenes - 1)
+    for split, ids in (("train", perm[n_val:]), ("val", perm[:n_val])):
+        (out / "splits" / f"{split}.txt").write_text("".join(scene_name(i) + "\n" for i in sorted(ids)))
+    objects = np.sum([counts[i]["objects"] for i in range(scenes)], 0)
+    meta = {**params, "complete": True, "num_classes": len(CLASS_NAMES),
+            "counts": {"scenes": scenes, "frames": int(sum(c["frames"] for c in counts.values())),
+                       "points": int(sum(c["points"] for c in counts.values())), "objects": int(objects.sum()),
+                       "train_scenes": scenes - n_val, "val_scenes": n_val,
+                       "objects_per_class": dict(zip(CLASS_NAMES, objects.tolist()))}}
+    meta_path.write_text(json.dumps(meta, indent=2) + "\n")
+    return out
