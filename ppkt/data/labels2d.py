@@ -52,9 +52,11 @@ def read_classes(data_root: str | os.PathLike) -> Tuple[List[str], int]:
     names = info.get("names") if isinstance(info, dict) else None
     if not isinstance(names, list) or not names or not all(isinstance(n, str) for n in names):
         raise Teacher2DDataError(f"{path}: 'names' must be a non-empty list of class names")
-    ignore = info.get("ignore_index", 255)
+    # label images are 8-bit: "ignore_label" is their ignore value; "ignore_index" may be the 3D one (-1)
+    key = "ignore_label" if "ignore_label" in info else "ignore_index"
+    ignore = info.get(key, 255)
     if not isinstance(ignore, int) or not 0 <= ignore <= 255 or ignore < len(names):
-        raise Teacher2DDataError(f"{path}: 'ignore_index' must be an integer in [{len(names)}, 255], got {ignore!r}")
+        raise Teacher2DDataError(f"{path}: {key!r} (ignore value of the 8-bit label images) must be an integer in [{len(names)}, 255], got {ignore!r}")
     if len(names) > 255:
         raise Teacher2DDataError(f"{path}: {len(names)} classes do not fit 8-bit labels")
     return names, ignore
