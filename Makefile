@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.ppkt-installed
 
-.PHONY: install demo test bench clean
+.PHONY: install demo test bench bench-transfer clean
 
 install: $(STAMP)
 
@@ -25,3 +25,6 @@ bench: $(STAMP)
 
 clean:
 	rm -rf runs/demo .pytest_cache
+
+bench-transfer: $(STAMP)
+	$(PY) benchmarks/transfer.py --out runs/transfer

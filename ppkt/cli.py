@@ -82,6 +82,10 @@ def build_parser() -> argparse.ArgumentParser:
     from ppkt.train.teacher2d import add_teacher_commands
 
     add_teacher_commands(sub)
+
+    from ppkt.train.finetune import add_finetune_commands
+
+    add_finetune_commands(sub)
     return parser
 
 

@@ -1,0 +1,147 @@
+"""The transfer benchmark (paper Figure 4, on the synthetic world): does PPKT pretraining help fine-tuning?
+
+Steps (each skipped when its result already exists, so a stopped run continues):
+1. write the synthetic world (`ppkt synth`): unlabelled frames for pretraining, labelled 3D scenes;
+2. train the 2D segmentation teacher on the rendered 2D labels (`ppkt teacher train`, default settings);
+3. pretrain the student with PPKT twice: (a) ImageNet EfficientNet-Lite0 teacher, (b) the teacher of step 2;
+4. fine-tune on 5 / 15 / 50 / 100 % of the labelled training scenes from scratch, (a) and (b), 3 seeds each;
+5. write the mIoU table (mean +- std over seeds, markdown) and the plot of mIoU versus label fraction.
+
+    python benchmarks/transfer.py --out runs/transfer          # or: make bench-transfer
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from pathlib import Path
+
+import torch
+
+from ppkt.config import load_config
+from ppkt.synthetic.dataset import write_dataset
+from ppkt.train.finetune import finetune
+from ppkt.train.finetune_config import FinetuneConfig
+from ppkt.train.pretrain import pretrain
+from ppkt.train.teacher2d import train_teacher2d
+
+ROOT = Path(__file__).resolve().parents[1]
+INITS = ("scratch", "ppkt-imagenet-effnet", "ppkt-synthetic-seg-teacher")
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--out", default="runs/transfer")
+    p.add_argument("--scenes", type=int, default=40)
+    p.add_argument("--frames-per-scene", type=int, default=25)
+    p.add_argument("--fractions", type=float, nargs="+", default=[0.05, 0.15, 0.5, 1.0])
+    p.add_argument("--seeds", type=int, default=3)
+    p.add_argument("--teacher-iterations", type=int, default=800)
+    p.add_argument("--pretrain-iterations", type=int, default=300)
+    p.add_argument("--finetune-iterations", type=int, default=120)
+    p.add_argument("--max-voxels", type=int, default=8000, help="fine-tuning crop per training scene")
+    p.add_argument("--docs", default=str(ROOT / "docs"), help="where the table and the plot go")
+    args = p.parse_args()
+    out = Path(args.out)
+    torch.set_num_threads(2)
+    torch.set_flush_denormal(True)
+    clock = {}
+
+    t = time.perf_counter()
+    world = write_dataset(out / "world", scenes=args.scenes, frames_per_scene=args.frames_per_scene, seed=0, workers=2)
+    clock["synth"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    teacher_ckpt = out / "teacher2d" / "resnet18_fcn.pth"
+    if not teacher_ckpt.is_file():
+        train_teacher2d(world, teacher_ckpt, iterations=args.teacher_iterations, image_size=(240, 320))
+    teacher_eval = torch.load(teacher_ckpt, map_location="cpu", weights_only=True)["metrics"]
+    clock["teacher2d"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    teachers = {
+        "ppkt-imagenet-effnet": [],
+        "ppkt-synthetic-seg-teacher": ["teacher.arch=resnet18", f"teacher.weights={teacher_ckpt}", "teacher.stage=layer3"],
+    }
+    backbones = {}
+    for name, overrides in teachers.items():
+        run = out / "pretrain" / name
+        if not (run / "backbone.pth").is_file() or _iteration(run) < args.pretrain_iterations:
+            cfg = load_config(ROOT / "configs" / "pretrain_synthetic.yaml", [
+                f"data.roots=[{world / 'frames'}]", f"train.iterations={args.pretrain_iterations}", f"train.out_dir={run}", *overrides])
+            pretrain(cfg, resume=(run / "checkpoints" / "last.pt").is_file())
+        backbones[name] = run / "backbone.pth"
+    clock["pretrain"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    results = {}
+    for fraction in args.fractions:
+        for init in INITS:
+            for seed in range(args.seeds):
+                run = out / "finetune" / f"{init}_f{fraction:g}_s{seed}"
+                metrics = run / "eval" / "metrics.json"
+                if not metrics.is_file():
+                    cfg = load_config(ROOT / "configs" / "finetune_synthetic.yaml", [
+                        f"data.root={world}", f"data.classes={world / 'classes.json'}", f"data.label_fraction={fraction}",
+                        f"train.seed={seed}", f"train.iterations={args.finetune_iterations}", "train.eval_every=0",
+                        "train.checkpoint_every=100000", "train.eval_ply=false", f"train.out_dir={run}",
+                        f"data.max_voxels={args.max_voxels}",
+                        f"model.pretrained={backbones[init] if init != 'scratch' else 'null'}"], FinetuneConfig)
+                    finetune(cfg)
+                results.setdefault(init, {}).setdefault(fraction, []).append(json.loads(metrics.read_text())["miou"])
+    clock["finetune"] = time.perf_counter() - t
+
+    report = write_report(results, teacher_eval, clock, args, Path(args.docs))
+    (out / "results.json").write_text(json.dumps({"miou": {k: {str(f): v for f, v in r.items()} for k, r in results.items()},
+                                                   "teacher2d": teacher_eval, "seconds": clock}, indent=2))
+    print(report)
+
+
+def _iteration(run: Path) -> int:
+    path = run / "checkpoints" / "last.pt"
+    return int(torch.load(path, map_location="cpu", weights_only=True)["iteration"]) if path.is_file() else 0
+
+
+def write_report(results: dict, teacher_eval: dict, clock: dict, args, docs: Path) -> str:
+    """Markdown table (mIoU %, mean +- std over seeds) and docs/images/transfer_miou.png."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fractions = sorted({f for r in results.values() for f in r})
+    lines = ["| init | " + " | ".join(f"{100 * f:g} % scenes" for f in fractions) + " |",
+             "| --- |" + " --- |" * len(fractions)]
+    fig, ax = plt.subplots(figsize=(6, 4), dpi=110)
+    for init, by_fraction in results.items():
+        means = [100 * statistics.mean(by_fraction[f]) for f in fractions]
+        stds = [100 * (statistics.stdev(by_fraction[f]) if len(by_fraction[f]) > 1 else 0.0) for f in fractions]
+        lines.append(f"| {init} | " + " | ".join(f"{m:.1f} ± {s:.1f}" for m, s in zip(means, stds)) + " |")
+        ax.errorbar([100 * f for f in fractions], means, yerr=stds, marker="o", capsize=3, label=init)
+    ax.set_xscale("log")
+    ax.set_xticks([100 * f for f in fractions], [f"{100 * f:g}" for f in fractions])
+    ax.set_xlabel("labelled training scenes (%)")
+    ax.set_ylabel("val mIoU (%)")
+    ax.set_title("synthetic world: fine-tuning after PPKT vs scratch")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    (docs / "images").mkdir(parents=True, exist_ok=True)
+    fig.savefig(docs / "images" / "transfer_miou.png")
+    plt.close(fig)
+    minutes = {k: f"{v / 60:.1f} min" for k, v in clock.items()}
+    text = "\n".join([
+        "# Transfer benchmark (synthetic world)", "",
+        f"{args.scenes} scenes x {args.frames_per_scene} frames; PPKT {args.pretrain_iterations} iterations; "
+        f"fine-tuning {args.finetune_iterations} iterations per run, {args.seeds} seeds; val mIoU (%) on the held-out scenes.", "",
+        *lines, "",
+        f"2D teacher (ResNet-18 FCN on rendered labels, {args.teacher_iterations} iterations): held-out pixel accuracy "
+        f"{100 * teacher_eval.get('pixel_accuracy', float('nan')):.1f} %, mIoU {100 * teacher_eval.get('mean_iou', float('nan')):.1f} %.", "",
+        f"Time: {minutes}", "", "![mIoU versus label fraction](images/transfer_miou.png)", ""])
+    (docs / "transfer_benchmark.md").write_text(text)
+    return text
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,94 @@
+"""Semantic segmentation network for fine-tuning: SR-UNet backbone + linear per-voxel classifier, and the loader
+that puts a `ppkt pretrain` backbone export into it (the classifier stays newly initialised)."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import List, Sequence, Tuple
+
+from torch import Tensor, nn
+
+from ppkt.models.sparse_unet import build_sparse_unet
+from ppkt.train.checkpoint import BACKBONE_FORMAT, PRETRAIN_FORMAT, CheckpointError, load_checkpoint
+
+__all__ = ["Segmentor", "LoadReport", "load_backbone"]
+
+
+class Segmentor(nn.Module):
+    """`backbone` (SR-UNet, per-voxel features) followed by `head` = nn.Linear(out_channels, num_classes)."""
+
+    def __init__(self, arch: str, num_classes: int, in_channels: int = 3, channels: Sequence[int] | None = None):
+        super().__init__()
+        if num_classes < 1:
+            raise ValueError(f"num_classes must be >= 1, got {num_classes}")
+        self.arch, self.num_classes = arch, int(num_classes)
+        self.backbone = build_sparse_unet(arch, in_channels, channels)
+        self.head = nn.Linear(self.backbone.out_channels, self.num_classes)
+
+    def forward(self, feats: Tensor, coords: Tensor, batch_size: int) -> Tensor:
+        """feats (M, in_channels) float, coords (M, 4) int [b, x, y, z] voxel indices -> logits (M, num_classes)."""
+        return self.head(self.backbone(feats, coords, batch_size))
+
+
+@dataclass
+class LoadReport:
+    """What `load_backbone` did; keys are those of the segmentor's state dict (``backbone.*``, ``head.*``)."""
+
+    path: str
+    loaded: List[str] = field(default_factory=list)
+    missing: List[str] = field(default_factory=list)  # in the model, not in the file: newly initialised
+    unexpected: List[str] = field(default_factory=list)  # in the file, not in the model: ignored
+    mismatched: List[Tuple[str, tuple, tuple]] = field(default_factory=list)  # (key, file shape, model shape)
+
+    def summary(self) -> str:
+        lines = [f"pretrained backbone {self.path}: loaded {len(self.loaded)} tensors"]
+        for label, keys in (("new (not in the file, initialised from scratch)", self.missing),
+                            ("ignored (in the file, not in the model)", self.unexpected),
+                            ("ignored (shape mismatch)", [f"{k}: file {a} vs model {b}" for k, a, b in self.mismatched])):
+            if keys:
+                lines.append(f"  {label} ({len(keys)}): " + ", ".join(keys[:6]) + (" ..." if len(keys) > 6 else ""))
+        return "\n".join(lines)
+
+
+def load_backbone(segmentor: Segmentor, path: str | Path) -> LoadReport:
+    """Copy the weights of a ``ppkt-backbone`` export (``<pretrain out_dir>/backbone.pth``) into `segmentor.backbone`.
+
+    Raises CheckpointError (naming the file) when the export was made for another architecture, channel widths or
+    input channels, or when not a single tensor matches. A leading ``module.`` (DDP) on the file's keys is dropped.
+    """
+    try:
+        export = load_checkpoint(path, BACKBONE_FORMAT)
+    except CheckpointError as err:
+        if PRETRAIN_FORMAT in str(err):
+            raise CheckpointError(f"{err}; pass the backbone export (backbone.pth beside checkpoints/) instead") from None
+        raise
+    bb = segmentor.backbone
+    want = {"arch": segmentor.arch, "in_channels": bb.in_channels, "channels": list(bb.channels)}
+    have = {k: export.get(k) for k in want}
+    have["channels"] = list(have["channels"]) if have["channels"] is not None else None
+    if have != want:
+        raise CheckpointError(
+            f"{path}: backbone pretrained as {have['arch']} channels={have['channels']} in_channels={have['in_channels']}, "
+            f"but the model is {want['arch']} channels={want['channels']} in_channels={want['in_channels']}; "
+            f"set model.arch / model.channels to those of the export")
+    if not isinstance(export.get("state_dict"), dict):
+        raise CheckpointError(f"{path}: no 'state_dict' in this backbone export")
+    state = {k[len("module."):] if k.startswith("module.") else k: v for k, v in export["state_dict"].items()}
+    own = segmentor.state_dict()
+    report = LoadReport(str(path))
+    matched = {}
+    for key, value in state.items():
+        full = "backbone." + key
+        if full not in own:
+            report.unexpected.append(full)
+        elif tuple(value.shape) != tuple(own[full].shape):
+            report.mismatched.append((full, tuple(value.shape), tuple(own[full].shape)))
+        else:
+            matched[full] = value
+    report.loaded = list(matched)
+    report.missing = [k for k in own if k not in matched and k not in {m[0] for m in report.mismatched}]
+    if not matched:
+        raise CheckpointError(f"{path}: no tensor of this file matches the {segmentor.arch} backbone "
+                              f"({len(state)} keys in the file, e.g. {', '.join(list(state)[:3]) or 'none'})")
+    segmentor.load_state_dict(matched, strict=False)
+    return report

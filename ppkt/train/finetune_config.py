@@ -1,0 +1,61 @@
+"""Typed configuration of a fine-tuning run (semantic segmentation); loaded with `ppkt.config.load_config(...,
+schema=FinetuneConfig)`, so unknown keys and wrongly typed values are errors that name the key."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import List, Optional
+
+
+@dataclass
+class FinetuneDataConfig:
+    root: str = ""  # dataset folder (scenes + splits), see ppkt.data.scenes
+    classes: str = "scannet20"  # class-set name (scannet20, s3dis13) or path to a classes.json
+    train_split: str = "train"
+    val_split: str = "val"  # "" = no validation and no final evaluation
+    voxel_size: float = 0.02  # metres
+    max_voxels: Optional[int] = None  # training crop per scene (voxels); None = whole scenes
+    label_fraction: float = 1.0  # share of the training scenes used (data-efficient setting), in (0, 1]
+    limited_points: Optional[int] = None  # labelled points kept per training scene; None = all
+    augment: bool = True  # training augmentation (rotation, scaling, flips, ... as SegScenes does)
+
+
+@dataclass
+class FinetuneModelConfig:
+    arch: str = "SR-UNet34"  # SR-UNet14 | SR-UNet18 | SR-UNet34
+    channels: Optional[List[int]] = None  # None = (32, 64, 128, 256, 256, 128, 96, 96)
+    pretrained: Optional[str] = None  # ppkt-backbone export to start from (also --pretrained); None = scratch
+
+
+@dataclass
+class FinetuneOptimConfig:
+    name: str = "sgd"  # "sgd" | "adamw"
+    lr: float = 0.1  # backbone learning rate (peak, after warmup)
+    head_lr: Optional[float] = None  # classifier learning rate; None = lr
+    momentum: float = 0.9  # SGD only
+    weight_decay: float = 1e-4
+    schedule: str = "poly"  # "poly": lr * (1 - t)^power | "cosine": lr * (1 + cos(pi t)) / 2, t = progress after warmup
+    power: float = 0.9  # exponent of the poly schedule
+    warmup: int = 0  # iterations of linear warmup from lr / warmup
+
+
+@dataclass
+class FinetuneTrainConfig:
+    iterations: int = 30000
+    batch_size: int = 8  # scenes per iteration, over all processes
+    workers: int = 4
+    seed: int = 0
+    device: str = "auto"  # "auto" | "cpu" | "cuda"
+    threads: int = 0  # torch CPU threads, 0 = torch's default
+    log_every: int = 10
+    checkpoint_every: int = 1000
+    eval_every: int = 2000  # validation mIoU every k iterations; 0 = only the final evaluation
+    eval_ply: bool = True  # the final evaluation also writes per-scene prediction / ground-truth PLYs
+    out_dir: str = "runs/finetune"
+
+
+@dataclass
+class FinetuneConfig:
+    data: FinetuneDataConfig = field(default_factory=FinetuneDataConfig)
+    model: FinetuneModelConfig = field(default_factory=FinetuneModelConfig)
+    optim: FinetuneOptimConfig = field(default_factory=FinetuneOptimConfig)
+    train: FinetuneTrainConfig = field(default_factory=FinetuneTrainConfig)

@@ -1,0 +1,209 @@
+"""Fine-tuning on tiny hand-built scenes: backbone loading, the loss falls, evaluation files, exact resume, label fraction."""
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from ppkt import cli
+from ppkt.config import load_config
+from ppkt.models.segmentor import Segmentor, load_backbone
+from ppkt.models.sparse_unet import build_sparse_unet
+from ppkt.train.checkpoint import BACKBONE_FORMAT, PRETRAIN_FORMAT, CheckpointError, save_atomic
+from ppkt.train.finetune import add_finetune_commands, check_config, finetune
+from ppkt.train.finetune_config import FinetuneConfig
+from ppkt.train.logging import read_metrics
+from ppkt.train.metrics import confusion_matrix
+
+ROOT = Path(__file__).resolve().parents[2]
+CHANNELS = [8, 16, 16, 16, 16, 16, 16, 16]
+NAMES = ["floor", "box", "cylinder"]
+COLORS = [[10, 200, 10], [250, 0, 0], [0, 0, 250]]
+
+
+@pytest.fixture(autouse=True)
+def keep_torch_threads():
+    """The runs set torch's thread count (train.threads=1: on 2 shared cores, 2 OpenMP threads slow down 5-10x as soon
+    as anything else runs); give the next tests back what they had."""
+    n = torch.get_num_threads()
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture
+def ppkt(monkeypatch):
+    """`ppkt ARGV` through the CLI's main (its error handling included), with the fine-tuning commands registered."""
+    original = cli.build_parser
+
+    def build():
+        parser = original()
+        sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+        if "finetune" not in sub.choices:  # until ppkt/cli.py registers them itself
+            add_finetune_commands(sub)
+        return parser
+
+    monkeypatch.setattr(cli, "build_parser", build)
+    return cli.main
+
+
+def tiny_scene(folder: Path, seed: int) -> None:
+    """A 1.6 m floor (class 0, grey), a box (1, red) and a cylinder (2, blue) on it; about 9000 points, 2 cm apart."""
+    rng = np.random.default_rng(seed)
+    g = np.arange(0, 1.6, 0.02)
+    fx, fy = np.meshgrid(g, g)
+    parts = [(np.stack([fx.ravel(), fy.ravel(), np.zeros(fx.size)], 1), 0, (120, 120, 110))]
+    bx, by = rng.uniform(0.1, 0.5, 2)
+    s = np.arange(0, 0.4, 0.02)
+    u, v = (a.ravel() for a in np.meshgrid(s, s))
+    box = [np.stack([u, v, np.full_like(u, 0.4)], 1), np.stack([u, np.zeros_like(u), v], 1),
+           np.stack([u, np.full_like(u, 0.4), v], 1), np.stack([np.zeros_like(u), u, v], 1), np.stack([np.full_like(u, 0.4), u, v], 1)]
+    parts.append((np.concatenate(box) + [bx, by, 0.02], 1, (200, 40, 40)))
+    cx, cy = rng.uniform(1.0, 1.3, 2)
+    t, h = np.meshgrid(np.linspace(0, 2 * np.pi, 60, endpoint=False), np.arange(0.02, 0.6, 0.02))
+    parts.append((np.stack([cx + 0.2 * np.cos(t.ravel()), cy + 0.2 * np.sin(t.ravel()), h.ravel()], 1), 2, (40, 60, 200)))
+    coord = np.concatenate([p for p, _, _ in parts]).astype(np.float32)
+    segment = np.concatenate([np.full(len(p), c) for p, c, _ in parts]).astype(np.int64)
+    color = np.concatenate([np.tile(rgb, (len(p), 1)) for p, _, rgb in parts]) + rng.normal(0, 8, (len(coord), 3))
+    segment[rng.random(len(segment)) < 0.02] = -1  # a few unlabelled points
+    folder.mkdir(parents=True)
+    np.save(folder / "coord.npy", coord)
+    np.save(folder / "color.npy", np.clip(color, 0, 255).astype(np.uint8))
+    np.save(folder / "segment.npy", segment)
+
+
+def tiny_dataset(root: Path, train: int = 2, val: int = 1) -> Path:
+    names = {"train": [f"scene_{i:04d}" for i in range(train)], "val": [f"scene_{i:04d}" for i in range(train, train + val)]}
+    (root / "splits").mkdir(parents=True)
+    for split, scenes in names.items():
+        for name in scenes:
+            tiny_scene(root / "scenes" / name, seed=int(name[-4:]))
+        (root / "splits" / f"{split}.txt").write_text("".join(n + "\n" for n in scenes))
+    (root / "classes.json").write_text(json.dumps({"names": NAMES, "colors": COLORS, "ignore_index": -1}))
+    return root
+
+
+def tiny_overrides(data: Path, out: Path, *extra: str) -> list:
+    return [f"data.root={data}", f"data.classes={data / 'classes.json'}", "data.voxel_size=0.05", "model.arch=SR-UNet14",
+            f"model.channels={CHANNELS}".replace(" ", ""), "train.batch_size=2", "train.workers=0", "train.threads=1",
+            "train.log_every=1", "train.eval_every=0", f"train.out_dir={out}", *extra]
+
+
+def tiny_config(data: Path, out: Path, *extra: str) -> FinetuneConfig:
+    return load_config(ROOT / "configs" / "finetune_synthetic.yaml", tiny_overrides(data, out, *extra), FinetuneConfig)
+
+
+def backbone_file(path: Path, arch: str = "SR-UNet14", channels=CHANNELS, state=None) -> Path:
+    torch.manual_seed(1)
+    net = build_sparse_unet(arch, 3, channels)
+    return save_atomic({"format": BACKBONE_FORMAT, "arch": arch, "in_channels": 3, "channels": list(channels),
+                        "state_dict": net.state_dict() if state is None else state, "pretrain": {"iteration": 7}}, path)
+
+
+def test_pretrained_backbone_loads_and_the_head_is_new(tmp_path):
+    path = backbone_file(tmp_path / "backbone.pth")
+    model = Segmentor("SR-UNet14", 3, 3, CHANNELS)
+    head_before = model.head.weight.clone()
+    report = load_backbone(model, path)
+    export = torch.load(path, weights_only=True)["state_dict"]
+    assert sorted(report.loaded) == sorted("backbone." + k for k in export)
+    assert report.missing == ["head.weight", "head.bias"] and not report.unexpected and not report.mismatched
+    for key, value in export.items():
+        assert torch.equal(model.backbone.state_dict()[key], value), key
+    assert torch.equal(model.head.weight, head_before)
+    assert "new" in report.summary() and "head.weight" in report.summary()
+
+
+def test_backbone_of_another_architecture_or_without_matching_keys_fails(tmp_path):
+    model = Segmentor("SR-UNet14", 3, 3, CHANNELS)
+    with pytest.raises(CheckpointError, match=r"other\.pth.*SR-UNet18.*model is SR-UNet14"):
+        load_backbone(model, backbone_file(tmp_path / "other.pth", arch="SR-UNet18"))
+    with pytest.raises(CheckpointError, match=r"wide\.pth.*channels=\[16, 32"):
+        load_backbone(model, backbone_file(tmp_path / "wide.pth", channels=[16, 32, 64, 128, 128, 64, 48, 48]))
+    with pytest.raises(CheckpointError, match=r"foreign\.pth: no tensor of this file matches"):
+        load_backbone(model, backbone_file(tmp_path / "foreign.pth", state={"encoder.weight": torch.zeros(3, 3)}))
+    save_atomic({"format": PRETRAIN_FORMAT}, tmp_path / "last.pt")
+    with pytest.raises(CheckpointError, match="backbone.pth"):
+        load_backbone(model, tmp_path / "last.pt")
+
+
+def test_finetuning_lowers_the_loss_and_evaluate_writes_its_files(tmp_path, capsys, ppkt):
+    data = tiny_dataset(tmp_path / "data")
+    backbone = backbone_file(tmp_path / "backbone.pth")
+    out = tmp_path / "run"
+    args = ["finetune", "--config", str(ROOT / "configs" / "finetune_synthetic.yaml"), "--pretrained", str(backbone),
+            *tiny_overrides(data, out, "train.iterations=12", "train.checkpoint_every=100", "train.eval_every=6", "optim.warmup=0")]
+    assert ppkt(args) == 0
+    printed = capsys.readouterr().out
+    assert "loaded" in printed and "head.weight" in printed and "mIoU" in printed
+    losses = [r["loss"] for r in read_metrics(out / "metrics.jsonl") if "loss" in r]
+    assert len(losses) == 12
+    assert np.mean(losses[-3:]) < 0.5 * losses[0]
+    assert [r["iteration"] for r in read_metrics(out / "metrics.jsonl") if "val_miou" in r] == [6, 12]
+    assert (out / "loss_curve.png").stat().st_size > 1000 and (out / "eval" / "metrics.json").is_file()
+
+    assert ppkt(["evaluate", "--checkpoint", str(out / "checkpoints" / "last.pt"), "--data", str(data),
+                     "--out", str(tmp_path / "ev")]) == 0
+    metrics = json.loads((tmp_path / "ev" / "metrics.json").read_text())
+    assert metrics["class_names"] == NAMES and metrics["iteration"] == 12 and metrics["scenes"] == 1
+    assert 0 <= metrics["miou"] <= 1 and 0 <= metrics["macc"] <= 1 and 0 <= metrics["allacc"] <= 1
+    n = len(np.load(data / "scenes" / "scene_0002" / "coord.npy"))
+    labelled = int((np.load(data / "scenes" / "scene_0002" / "segment.npy") >= 0).sum())
+    assert metrics["points"] == labelled
+    assert (tmp_path / "ev" / "confusion.png").read_bytes()[:4] == b"\x89PNG"
+    for kind in ("pred", "gt"):
+        ply = (tmp_path / "ev" / "ply" / f"scene_0002_{kind}.ply").read_bytes()
+        assert f"element vertex {n}\n".encode() in ply
+        end = ply.index(b"end_header\n") + len(b"end_header\n")
+        rows = np.frombuffer(ply[end:], dtype=[("xyz", "<f4", 3), ("rgb", "u1", 3), ("pred", "<i4"), ("label", "<i4")])
+        assert np.allclose(rows["xyz"], np.load(data / "scenes" / "scene_0002" / "coord.npy"))
+        shown = rows["pred"] if kind == "pred" else rows["label"]
+        assert (rows["rgb"][shown >= 0] == np.array(COLORS)[shown[shown >= 0]]).all()  # the classes.json colours
+        assert (rows["label"] == np.load(data / "scenes" / "scene_0002" / "segment.npy")).all()
+        conf = confusion_matrix(torch.from_numpy(rows["pred"].copy()), torch.from_numpy(rows["label"].copy()), 3, -1)
+        assert conf.tolist() == metrics["confusion_matrix"]  # the scores are those of the exported points
+    assert "mIoU" in capsys.readouterr().out
+
+
+def test_stop_and_resume_reproduces_the_uninterrupted_run(tmp_path):
+    data = tiny_dataset(tmp_path / "data")
+    args = ["train.iterations=6", "train.checkpoint_every=3", "data.val_split=''"]
+    straight = finetune(tiny_config(data, tmp_path / "straight", *args))
+    finetune(tiny_config(data, tmp_path / "stopped", *args), stop_after=3)
+    resumed = finetune(tiny_config(data, tmp_path / "stopped", *args), resume=True)
+    a = torch.load(straight / "checkpoints" / "last.pt", weights_only=True)
+    b = torch.load(resumed / "checkpoints" / "last.pt", weights_only=True)
+    assert a["iteration"] == b["iteration"] == 6
+    for key, value in a["model"].items():
+        assert torch.equal(value, b["model"][key]), key
+    loss = lambda run: [r["loss"] for r in read_metrics(run / "metrics.jsonl")]  # noqa: E731
+    assert loss(straight) == loss(resumed)
+    with pytest.raises(CheckpointError, match="last.pt"):
+        finetune(tiny_config(data, tmp_path / "stopped", *args, "model.arch=SR-UNet18"), resume=True)
+
+
+def test_label_fraction_writes_the_chosen_scenes_and_cli_errors_are_clear(tmp_path, capsys, ppkt):
+    data = tiny_dataset(tmp_path / "data", train=5, val=0)
+    out = finetune(tiny_config(data, tmp_path / "run", "data.label_fraction=0.4", "data.val_split=''", "train.iterations=1"))
+    chosen = (out / "train_scenes.txt").read_text().split()
+    assert len(chosen) == 2 and set(chosen) <= {f"scene_{i:04d}" for i in range(5)}
+    again = finetune(tiny_config(data, tmp_path / "again", "data.label_fraction=0.4", "data.val_split=''", "train.iterations=1"))
+    assert (again / "train_scenes.txt").read_text().split() == chosen  # fixed by the seed
+
+    assert ppkt(["evaluate", "--checkpoint", str(tmp_path / "none.pt")]) == 2
+    assert "none.pt: checkpoint not found" in capsys.readouterr().err
+    assert ppkt(["evaluate", "--checkpoint", str(out / "checkpoints" / "last.pt"), "--data", str(tmp_path / "nodata")]) == 2
+    assert "nodata is not a folder" in capsys.readouterr().err
+    config = str(ROOT / "configs" / "finetune_synthetic.yaml")
+    assert ppkt(["finetune", "--config", config, f"data.root={data}", "data.classes=nosuchset"]) == 2
+    assert "unknown class set 'nosuchset'" in capsys.readouterr().err
+    assert ppkt(["finetune", "--config", config, "optim.name=adam"]) == 2
+    assert "optim.name must be sgd or adamw" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("name", ["finetune_synthetic", "finetune_scannet", "finetune_s3dis"])
+def test_shipped_configs_load(name):
+    cfg = load_config(ROOT / "configs" / f"{name}.yaml", (), FinetuneConfig)
+    check_config(cfg)
+    assert cfg.model.arch in ("SR-UNet14", "SR-UNet34") and cfg.optim.name == "sgd"
