@@ -86,6 +86,10 @@ def build_parser() -> argparse.ArgumentParser:
     from ppkt.train.finetune import add_finetune_commands
 
     add_finetune_commands(sub)
+
+    from ppkt.models.pointcept import add_pointcept_commands
+
+    add_pointcept_commands(sub)
     return parser
 
 

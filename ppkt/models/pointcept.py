@@ -1,0 +1,93 @@
+"""Pointcept interoperability: ppkt's SR-UNet has the parameter names and shapes of Pointcept's SpUNet-v1m1.
+
+Pointcept loads fine-tuning weights from `checkpoint["state_dict"]` with keys `[module.]backbone.<name>`
+(its CheckpointLoader hook, strict=False); its SpUNet-v1m1 keeps the classifier `final.*` inside the
+backbone, which a pretrained export does not have (it stays new, as in ppkt's own fine-tuning).
+"""
+from __future__ import annotations
+
+import argparse
+import re
+from collections import OrderedDict
+from pathlib import Path
+from typing import Dict, Mapping
+
+import torch
+from torch import Tensor
+
+from ppkt.models.sparse_unet import SR_UNET_LAYERS, build_sparse_unet
+from ppkt.train.checkpoint import BACKBONE_FORMAT, CheckpointError, load_checkpoint, load_state_strict, save_atomic
+
+
+def to_pointcept(export: Mapping) -> Dict:
+    """A `ppkt-backbone` export -> {"state_dict": {"backbone.<name>": tensor}} for Pointcept's `weight=`."""
+    state = OrderedDict((f"backbone.{k}", v) for k, v in export["state_dict"].items())
+    return {"state_dict": state, "meta": {"source": "ppkt", "arch": export["arch"], "channels": list(export["channels"])}}
+
+
+def from_pointcept(checkpoint: Mapping, path: str | Path) -> Dict:
+    """A Pointcept checkpoint holding a SpUNet-v1m1 backbone -> a `ppkt-backbone` export (classifier dropped)."""
+    raw = checkpoint.get("state_dict", checkpoint) if isinstance(checkpoint, Mapping) else None
+    if not isinstance(raw, Mapping):
+        raise CheckpointError(f"{path}: no state_dict in this file")
+    state: Dict[str, Tensor] = OrderedDict()
+    for key, value in raw.items():
+        key = key[len("module."):] if key.startswith("module.") else key
+        if key.startswith("backbone.") and not key.startswith("backbone.final."):
+            state[key[len("backbone."):]] = value
+    if "conv_input.0.weight" not in state:
+        raise CheckpointError(f"{path}: no SpUNet-v1m1 backbone found (expected keys backbone.conv_input.0.weight, ...)")
+    layers, channels = _layout(state)
+    arch = next((name for name, known in SR_UNET_LAYERS.items() if tuple(known) == layers), None)
+    if arch is None:
+        raise CheckpointError(f"{path}: blocks per stage {layers} match none of {dict(SR_UNET_LAYERS)}")
+    in_channels = int(state["conv_input.0.weight"].shape[-1])
+    load_state_strict(build_sparse_unet(arch, in_channels, channels), state, path, "SpUNet-v1m1 backbone")
+    return {"format": BACKBONE_FORMAT, "arch": arch, "in_channels": in_channels, "channels": list(channels),
+            "state_dict": state, "pretrain": {"imported_from": str(path)}}
+
+
+def _layout(state: Mapping[str, Tensor]) -> tuple:
+    """(blocks per stage, channels) read off the keys and weight shapes (spconv weights are [out, k, k, k, in])."""
+    blocks: Dict[tuple, set] = {}
+    for key in state:
+        m = re.match(r"(enc|dec)\.(\d)\.block(\d+)\.", key)
+        if m:
+            blocks.setdefault((m[1], int(m[2])), set()).add(int(m[3]))
+    stages = 1 + max(s for _, s in blocks)
+    layers = tuple(len(blocks[("enc", s)]) for s in range(stages)) + tuple(len(blocks[("dec", s)]) for s in reversed(range(stages)))
+    channels = [int(state[f"down.{s}.0.weight"].shape[0]) for s in range(stages)]
+    channels += [int(state[f"dec.{s}.block0.conv1.weight"].shape[0]) for s in reversed(range(stages))]
+    return layers, channels
+
+
+def _export_cmd(args: argparse.Namespace) -> int:
+    out = save_atomic(to_pointcept(load_checkpoint(args.backbone, BACKBONE_FORMAT)), args.out)
+    print(f"wrote {out}: load it in Pointcept with weight='{out}' (SpUNet-v1m1, see docs/pointcept.md)")
+    return 0
+
+
+def _import_cmd(args: argparse.Namespace) -> int:
+    try:
+        checkpoint = torch.load(args.checkpoint, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise CheckpointError(f"{args.checkpoint}: checkpoint not found") from None
+    except Exception as err:
+        raise CheckpointError(f"{args.checkpoint}: cannot read it without unpickling code ({type(err).__name__})") from None
+    export = from_pointcept(checkpoint, args.checkpoint)
+    out = save_atomic(export, args.out)
+    print(f"wrote {out}: {export['arch']} {export['channels']}, fine-tune with --pretrained {out}")
+    return 0
+
+
+def add_pointcept_commands(subparsers) -> None:
+    p = subparsers.add_parser("pointcept", help="convert backbones to / from Pointcept's SpUNet-v1m1")
+    sub = p.add_subparsers(dest="pointcept_command", metavar="ACTION", required=True)
+    e = sub.add_parser("export", help="ppkt backbone.pth -> a Pointcept weight file")
+    e.add_argument("--backbone", required=True, help="backbone.pth written by ppkt pretrain")
+    e.add_argument("--out", required=True)
+    e.set_defaults(func=_export_cmd)
+    i = sub.add_parser("import", help="a Pointcept SpUNet-v1m1 checkpoint -> a ppkt backbone export")
+    i.add_argument("--checkpoint", required=True)
+    i.add_argument("--out", required=True)
+    i.set_defaults(func=_import_cmd)
