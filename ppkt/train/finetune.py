@@ -23,7 +23,7 @@ from ppkt.config import ConfigError, config_to_dict, config_to_yaml, load_config
 from ppkt.data.scenes import ClassSet, SceneError, SegScenes, collate_scenes, get_class_set, list_scenes, select_scenes
 from ppkt.models.segmentor import Segmentor, load_backbone
 from ppkt.train.checkpoint import CheckpointError, load_checkpoint, load_state_strict, save_atomic
-from ppkt.train.distributed import Dist, cleanup, init_distributed, pick_device
+from ppkt.train.distributed import Dist, training_process
 from ppkt.train.evaluate import FINETUNE_FORMAT, class_colors, evaluate_model, format_scores
 from ppkt.train.finetune_config import FinetuneConfig
 from ppkt.train.logging import MetricsLog, plot_loss_curve
@@ -78,19 +78,11 @@ def build_optimizer(cfg: FinetuneConfig, model: Segmentor):
 def finetune(cfg: FinetuneConfig, resume: bool = False, stop_after: Optional[int] = None) -> Path:
     """Run (or resume) fine-tuning; returns the output folder. `stop_after` ends early (for tests)."""
     check_config(cfg)
-    d = init_distributed("cuda" if cfg.train.device != "cpu" and torch.cuda.is_available() else "cpu")
-    try:
-        return _finetune(cfg, d, resume, stop_after)
-    finally:
-        cleanup()
+    with training_process(cfg.train.device, cfg.train.threads) as (d, device):
+        return _finetune(cfg, d, device, resume, stop_after)
 
 
-def _finetune(cfg: FinetuneConfig, d: Dist, resume: bool, stop_after: Optional[int]) -> Path:
-    device = pick_device(cfg.train.device, d)
-    if cfg.train.threads > 0:
-        torch.set_num_threads(cfg.train.threads)
-    if device.type == "cpu":
-        torch.set_flush_denormal(True)  # denormal floats make some CPU sparse-conv steps 10-100x slower
+def _finetune(cfg: FinetuneConfig, d: Dist, device: torch.device, resume: bool, stop_after: Optional[int]) -> Path:
     out = Path(cfg.train.out_dir)
     ckpt_path = out / "checkpoints" / "last.pt"
     classes = get_class_set(cfg.data.classes)

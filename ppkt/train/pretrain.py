@@ -22,7 +22,7 @@ from ppkt.models.ppkt import PPKT
 from ppkt.models.sparse_unet import build_sparse_unet
 from ppkt.models.teacher import build_teacher
 from ppkt.train.checkpoint import BACKBONE_FORMAT, PRETRAIN_FORMAT, CheckpointError, load_checkpoint, load_state_strict, save_atomic
-from ppkt.train.distributed import Dist, cleanup, init_distributed, pick_device
+from ppkt.train.distributed import Dist, training_process
 from ppkt.train.logging import MetricsLog, plot_loss_curve
 from ppkt.train.sampler import IterationBatchSampler, one_thread_worker
 
@@ -61,19 +61,11 @@ def backbone_export(cfg: PretrainConfig, model: PPKT, iteration: int) -> dict:
 
 def pretrain(cfg: PretrainConfig, resume: bool = False, stop_after: Optional[int] = None) -> Path:
     """Run (or resume) pretraining; returns the output folder. `stop_after` ends early (for tests)."""
-    d = init_distributed("cuda" if cfg.train.device != "cpu" and torch.cuda.is_available() else "cpu")
-    try:
-        return _pretrain(cfg, d, resume, stop_after)
-    finally:
-        cleanup()
+    with training_process(cfg.train.device, cfg.train.threads) as (d, device):
+        return _pretrain(cfg, d, device, resume, stop_after)
 
 
-def _pretrain(cfg: PretrainConfig, d: Dist, resume: bool, stop_after: Optional[int]) -> Path:
-    device = pick_device(cfg.train.device, d)
-    if cfg.train.threads > 0:
-        torch.set_num_threads(cfg.train.threads)
-    if device.type == "cpu":
-        torch.set_flush_denormal(True)  # measured: denormal floats made some CPU sparse-conv steps 10-100x slower
+def _pretrain(cfg: PretrainConfig, d: Dist, device: torch.device, resume: bool, stop_after: Optional[int]) -> Path:
     out = Path(cfg.train.out_dir)
     ckpt_path = out / "checkpoints" / "last.pt"
     dataset = FramePairs(cfg.data, cfg.augment)  # first: a wrong data path is the most common error
