@@ -39,25 +39,30 @@ def main() -> None:
     p.add_argument("--seeds", type=int, default=3)
     p.add_argument("--teacher-iterations", type=int, default=800)
     p.add_argument("--pretrain-iterations", type=int, default=300)
-    p.add_argument("--finetune-iterations", type=int, default=120)
+    p.add_argument("--finetune-iterations", type=int, default=60)
     p.add_argument("--max-voxels", type=int, default=8000, help="fine-tuning crop per training scene")
     p.add_argument("--docs", default=str(ROOT / "docs"), help="where the table and the plot go")
     args = p.parse_args()
     out = Path(args.out)
     torch.set_num_threads(2)
     torch.set_flush_denormal(True)
-    clock = {}
+    timings = out / "timings.json"  # seconds of work done per stage, summed over resumed runs
+    clock = json.loads(timings.read_text()) if timings.is_file() else {}
+
+    def spent(stage: str, t0: float) -> None:
+        clock[stage] = clock.get(stage, 0.0) + time.perf_counter() - t0
+        timings.write_text(json.dumps(clock, indent=2))
 
     t = time.perf_counter()
     world = write_dataset(out / "world", scenes=args.scenes, frames_per_scene=args.frames_per_scene, seed=0, workers=2)
-    clock["synth"] = time.perf_counter() - t
+    spent("synth", t)
 
     t = time.perf_counter()
     teacher_ckpt = out / "teacher2d" / "resnet18_fcn.pth"
     if not teacher_ckpt.is_file():
         train_teacher2d(world, teacher_ckpt, iterations=args.teacher_iterations, image_size=(240, 320))
-    teacher_eval = torch.load(teacher_ckpt, map_location="cpu", weights_only=True)["metrics"]
-    clock["teacher2d"] = time.perf_counter() - t
+        spent("teacher2d", t)
+    teacher_eval = torch.load(teacher_ckpt, map_location="cpu", weights_only=True)["metrics"]["val"]
 
     t = time.perf_counter()
     teachers = {
@@ -66,15 +71,14 @@ def main() -> None:
     }
     backbones = {}
     for name, overrides in teachers.items():
-        run = out / "pretrain" / name
+        run, t = out / "pretrain" / name, time.perf_counter()
         if not (run / "backbone.pth").is_file() or _iteration(run) < args.pretrain_iterations:
             cfg = load_config(ROOT / "configs" / "pretrain_synthetic.yaml", [
                 f"data.roots=[{world / 'frames'}]", f"train.iterations={args.pretrain_iterations}", f"train.out_dir={run}", *overrides])
             pretrain(cfg, resume=(run / "checkpoints" / "last.pt").is_file())
+            spent("pretrain", t)
         backbones[name] = run / "backbone.pth"
-    clock["pretrain"] = time.perf_counter() - t
 
-    t = time.perf_counter()
     results = {}
     for fraction in args.fractions:
         for init in INITS:
@@ -88,9 +92,10 @@ def main() -> None:
                         "train.checkpoint_every=100000", "train.eval_ply=false", f"train.out_dir={run}",
                         f"data.max_voxels={args.max_voxels}",
                         f"model.pretrained={backbones[init] if init != 'scratch' else 'null'}"], FinetuneConfig)
+                    t = time.perf_counter()
                     finetune(cfg)
+                    spent("finetune", t)
                 results.setdefault(init, {}).setdefault(fraction, []).append(json.loads(metrics.read_text())["miou"])
-    clock["finetune"] = time.perf_counter() - t
 
     report = write_report(results, teacher_eval, clock, args, Path(args.docs))
     (out / "results.json").write_text(json.dumps({"miou": {k: {str(f): v for f, v in r.items()} for k, r in results.items()},
@@ -130,7 +135,7 @@ def write_report(results: dict, teacher_eval: dict, clock: dict, args, docs: Pat
     (docs / "images").mkdir(parents=True, exist_ok=True)
     fig.savefig(docs / "images" / "transfer_miou.png")
     plt.close(fig)
-    minutes = {k: f"{v / 60:.1f} min" for k, v in clock.items()}
+    minutes = ", ".join(f"{k} {v / 60:.1f} min" for k, v in clock.items()) + f"; total {sum(clock.values()) / 60:.1f} min (2 CPU cores)"
     text = "\n".join([
         "# Transfer benchmark (synthetic world)", "",
         f"{args.scenes} scenes x {args.frames_per_scene} frames; PPKT {args.pretrain_iterations} iterations; "

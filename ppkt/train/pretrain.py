@@ -94,6 +94,8 @@ def _pretrain(cfg: PretrainConfig, d: Dist, device: torch.device, resume: bool, 
     net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None) if d.world_size > 1 else model
     amp = torch.autocast("cuda", dtype=torch.float16, enabled=cfg.train.amp and device.type == "cuda")
     scaler = torch.amp.GradScaler("cuda", enabled=cfg.train.amp and device.type == "cuda")
+    if resume and state.get("scaler"):
+        scaler.load_state_dict(state["scaler"])  # mixed precision: the loss scale continues too
     log = MetricsLog(out, start) if d.main else None
     skipped_total = 0
     bar = tqdm(total=cfg.train.iterations, initial=start, desc="pretrain", unit="it", disable=not d.main, dynamic_ncols=True)
@@ -125,7 +127,7 @@ def _pretrain(cfg: PretrainConfig, d: Dist, device: torch.device, resume: bool, 
             if d.main:
                 save_atomic({"format": PRETRAIN_FORMAT, "version": 1, "iteration": done, "config": config_to_dict(cfg),
                              "model": trainable(model).state_dict(), "optimizer": optimizer.state_dict(),
-                             "scheduler": scheduler.state_dict()}, ckpt_path)
+                             "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict()}, ckpt_path)
                 save_atomic(backbone_export(cfg, model, done), out / "backbone.pth")
             d.barrier()
     bar.close()
