@@ -2,9 +2,10 @@
 from __future__ import annotations
 
 import os
-import tempfile
+import uuid
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Dict, Mapping
+from typing import Any, Dict, Iterator, Mapping
 
 import torch
 from torch import nn
@@ -17,21 +18,29 @@ class CheckpointError(ValueError):
     """A checkpoint is missing, unreadable or made for another model; the message names the file."""
 
 
-def save_atomic(obj: Any, path: str | Path) -> Path:
-    """torch.save to a temp file beside `path`, fsync, then rename over it: never a half-written file."""
+@contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """Yields an unused temp path beside `path` for the caller to write; renamed over `path` when the block
+    succeeds, removed when it fails: a reader never sees a half-written file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    tmp = path.parent / f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"
     try:
-        with os.fdopen(fd, "wb") as f:
+        yield tmp
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def save_atomic(obj: Any, path: str | Path) -> Path:
+    """torch.save through `atomic_path`, fsync'ed before the rename."""
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as f:
             torch.save(obj, f)
             f.flush()
             os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return Path(path)
 
 
 def load_checkpoint(path: str | Path, expected_format: str) -> Dict[str, Any]:

@@ -9,12 +9,9 @@ and both class ids as int properties ``pred`` and ``label``; -1 = unlabelled).
 from __future__ import annotations
 
 import json
-import os
-import uuid
 import warnings
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Dict, Iterator, Optional, Sequence
+from typing import Any, Dict, Optional, Sequence
 
 import numpy as np
 import torch
@@ -23,6 +20,7 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from ppkt.config import ConfigError
+from ppkt.train.checkpoint import atomic_path
 from ppkt.train.metrics import confusion_matrix, segmentation_metrics
 
 FINETUNE_FORMAT = "ppkt-finetune"
@@ -66,21 +64,6 @@ def format_scores(s: Dict[str, Any]) -> str:
 
 
 # ------------------------------------------------------------------------------------------------ files
-@contextmanager
-def atomic_path(path: str | Path) -> Iterator[Path]:
-    """Yields an unused temp path beside `path` for the caller to write; renamed over `path` when the block
-    succeeds, removed when it fails (the file gets the usual permissions, not mkstemp's 0600)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.parent / f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"
-    try:
-        yield Path(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def class_colors(num_classes: int, classes_json: str | Path | None = None) -> np.ndarray:
     """(C, 3) uint8 display colours: the "colors" of a classes.json (file or folder) when it has C of them, else
     matplotlib tab20 for up to 20 classes and evenly spaced hues beyond."""
