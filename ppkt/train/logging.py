@@ -8,6 +8,8 @@ from typing import Dict, List
 import numpy as np
 from torch.utils.tensorboard import SummaryWriter
 
+from ppkt.train.checkpoint import atomic_path
+
 
 class MetricsLog:
     """Appends {"iteration": i, ...} records (i = iterations done) to `metrics.jsonl`; on resume from
@@ -16,7 +18,8 @@ class MetricsLog:
     def __init__(self, out_dir: str | Path, start: int = 0):
         self.path = Path(out_dir) / "metrics.jsonl"
         kept = [r for r in read_metrics(self.path) if r["iteration"] <= start] if start else []
-        self.path.write_text("".join(json.dumps(r) + "\n" for r in kept))
+        with atomic_path(self.path) as tmp:  # a stop during the rewrite keeps the old records
+            tmp.write_text("".join(json.dumps(r) + "\n" for r in kept))
         self.tb = SummaryWriter(str(Path(out_dir) / "tensorboard"), purge_step=start + 1 if start else None)
 
     def log(self, iteration: int, values: Dict[str, float]) -> None:
