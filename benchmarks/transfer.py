@@ -3,11 +3,16 @@
 Steps (each skipped when its result already exists, so a stopped run continues):
 1. write the synthetic world (`ppkt synth`): unlabelled frames for pretraining, labelled 3D scenes;
 2. train the 2D segmentation teacher on the rendered 2D labels (`ppkt teacher train`, default settings);
-3. pretrain the student with PPKT twice: (a) ImageNet EfficientNet-Lite0 teacher, (b) the teacher of step 2;
-4. fine-tune on 5 / 15 / 50 / 100 % of the labelled training scenes from scratch, (a) and (b), 3 seeds each;
+3. pretrain the student with PPKT for each teacher ((a) ImageNet EfficientNet-Lite0, (b) the teacher of step 2)
+   and each 3D frame of the pretraining clouds (`--frames`: world = z-up like the fine-tuning scenes, camera);
+4. fine-tune on 5 / 15 / 50 / 100 % of the labelled training scenes from scratch and from every pretrained
+   backbone, 3 seeds each;
 5. write the mIoU table (mean +- std over seeds, markdown) and the plot of mIoU versus label fraction.
 
     python benchmarks/transfer.py --out runs/transfer          # or: make bench-transfer
+    # the controlled comparison of docs/transfer_benchmark.md (camera vs world frame, one teacher):
+    python benchmarks/transfer.py --out runs/frames --teachers imagenet-effnet --frames camera world \
+        --fractions 0.05 0.5 --finetune-iterations 200 --report transfer_frames.md
 """
 from __future__ import annotations
 
@@ -16,6 +21,7 @@ import json
 import statistics
 import time
 from pathlib import Path
+from typing import Optional
 
 import torch
 
@@ -27,7 +33,7 @@ from ppkt.train.pretrain import pretrain
 from ppkt.train.teacher2d import train_teacher2d
 
 ROOT = Path(__file__).resolve().parents[1]
-INITS = ("scratch", "ppkt-imagenet-effnet", "ppkt-synthetic-seg-teacher")
+TEACHERS = ("imagenet-effnet", "synthetic-seg-teacher")
 
 
 def main() -> None:
@@ -41,10 +47,16 @@ def main() -> None:
     p.add_argument("--pretrain-iterations", type=int, default=300)
     p.add_argument("--finetune-iterations", type=int, default=60)
     p.add_argument("--max-voxels", type=int, default=8000, help="fine-tuning crop per training scene")
+    p.add_argument("--teachers", nargs="+", choices=TEACHERS, default=list(TEACHERS))
+    p.add_argument("--frames", nargs="+", choices=("world", "camera"), default=["world"],
+                   help="3D frame of the pretraining clouds (data.frame), one pretraining run each")
+    p.add_argument("--threads", type=int, default=2, help="torch CPU threads of every stage")
     p.add_argument("--docs", default=str(ROOT / "docs"), help="where the table and the plot go")
+    p.add_argument("--report", default="transfer_benchmark.md", help="file name of the table in --docs; the plot is "
+                   "images/<its stem>.png")
     args = p.parse_args()
     out = Path(args.out)
-    torch.set_num_threads(2)
+    torch.set_num_threads(args.threads)
     torch.set_flush_denormal(True)
     timings = out / "timings.json"  # seconds of work done per stage, summed over resumed runs
     clock = json.loads(timings.read_text()) if timings.is_file() else {}
@@ -57,31 +69,34 @@ def main() -> None:
     world = write_dataset(out / "world", scenes=args.scenes, frames_per_scene=args.frames_per_scene, seed=0, workers=2)
     spent("synth", t)
 
-    t = time.perf_counter()
-    teacher_ckpt = out / "teacher2d" / "resnet18_fcn.pth"
-    if not teacher_ckpt.is_file():
-        train_teacher2d(world, teacher_ckpt, iterations=args.teacher_iterations, image_size=(240, 320))
-        spent("teacher2d", t)
-    teacher_eval = torch.load(teacher_ckpt, map_location="cpu", weights_only=True)["metrics"]["val"]
+    teacher_ckpt, teacher_eval = out / "teacher2d" / "resnet18_fcn.pth", None
+    if "synthetic-seg-teacher" in args.teachers:
+        t = time.perf_counter()
+        if not teacher_ckpt.is_file():
+            train_teacher2d(world, teacher_ckpt, iterations=args.teacher_iterations, image_size=(240, 320))
+            spent("teacher2d", t)
+        teacher_eval = torch.load(teacher_ckpt, map_location="cpu", weights_only=True)["metrics"]["val"]
 
-    t = time.perf_counter()
     teachers = {
-        "ppkt-imagenet-effnet": [],
-        "ppkt-synthetic-seg-teacher": ["teacher.arch=resnet18", f"teacher.weights={teacher_ckpt}", "teacher.stage=layer3"],
+        "imagenet-effnet": [],
+        "synthetic-seg-teacher": ["teacher.arch=resnet18", f"teacher.weights={teacher_ckpt}", "teacher.stage=layer3"],
     }
-    backbones = {}
-    for name, overrides in teachers.items():
-        run, t = out / "pretrain" / name, time.perf_counter()
-        if not (run / "backbone.pth").is_file() or _iteration(run) < args.pretrain_iterations:
-            cfg = load_config(ROOT / "configs" / "pretrain_synthetic.yaml", [
-                f"data.roots=[{world / 'frames'}]", f"train.iterations={args.pretrain_iterations}", f"train.out_dir={run}", *overrides])
-            pretrain(cfg, resume=(run / "checkpoints" / "last.pt").is_file())
-            spent("pretrain", t)
-        backbones[name] = run / "backbone.pth"
+    backbones = {"scratch": None}
+    for teacher in args.teachers:
+        for frame in args.frames:
+            name = f"ppkt-{teacher}-{frame}"
+            run, t = out / "pretrain" / name, time.perf_counter()
+            if not (run / "backbone.pth").is_file() or _iteration(run) < args.pretrain_iterations:
+                cfg = load_config(ROOT / "configs" / "pretrain_synthetic.yaml", [
+                    f"data.roots=[{world / 'frames'}]", f"data.frame={frame}", f"train.iterations={args.pretrain_iterations}",
+                    f"train.threads={args.threads}", f"train.out_dir={run}", *teachers[teacher]])
+                pretrain(cfg, resume=(run / "checkpoints" / "last.pt").is_file())
+                spent("pretrain", t)
+            backbones[name] = run / "backbone.pth"
 
     results = {}
     for fraction in args.fractions:
-        for init in INITS:
+        for init, backbone in backbones.items():
             for seed in range(args.seeds):
                 run = out / "finetune" / f"{init}_f{fraction:g}_s{seed}"
                 metrics = run / "eval" / "metrics.json"
@@ -90,8 +105,8 @@ def main() -> None:
                         f"data.root={world}", f"data.classes={world / 'classes.json'}", f"data.label_fraction={fraction}",
                         f"train.seed={seed}", f"train.iterations={args.finetune_iterations}", "train.eval_every=0",
                         "train.checkpoint_every=100000", "train.eval_ply=false", f"train.out_dir={run}",
-                        f"data.max_voxels={args.max_voxels}",
-                        f"model.pretrained={backbones[init] if init != 'scratch' else 'null'}"], FinetuneConfig)
+                        f"data.max_voxels={args.max_voxels}", f"train.threads={args.threads}",
+                        f"model.pretrained={backbone or 'null'}"], FinetuneConfig)
                     t = time.perf_counter()
                     finetune(cfg)
                     spent("finetune", t)
@@ -108,8 +123,8 @@ def _iteration(run: Path) -> int:
     return int(torch.load(path, map_location="cpu", weights_only=True)["iteration"]) if path.is_file() else 0
 
 
-def write_report(results: dict, teacher_eval: dict, clock: dict, args, docs: Path) -> str:
-    """Markdown table (mIoU %, mean +- std over seeds) and docs/images/transfer_miou.png."""
+def write_report(results: dict, teacher_eval: Optional[dict], clock: dict, args, docs: Path) -> str:
+    """Markdown table (mIoU %, mean +- std over seeds) in docs/<args.report> and its plot in docs/images/."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -132,19 +147,22 @@ def write_report(results: dict, teacher_eval: dict, clock: dict, args, docs: Pat
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
+    plot = Path("images") / (Path(args.report).stem + ".png")
     (docs / "images").mkdir(parents=True, exist_ok=True)
-    fig.savefig(docs / "images" / "transfer_miou.png")
+    fig.savefig(docs / plot)
     plt.close(fig)
     minutes = ", ".join(f"{k} {v / 60:.1f} min" for k, v in clock.items()) + f"; total {sum(clock.values()) / 60:.1f} min (2 CPU cores)"
+    teacher_line = [] if teacher_eval is None else [
+        f"2D teacher (ResNet-18 FCN on rendered labels, {args.teacher_iterations} iterations): held-out pixel accuracy "
+        f"{100 * teacher_eval.get('pixel_accuracy', float('nan')):.1f} %, mIoU {100 * teacher_eval.get('mean_iou', float('nan')):.1f} %.", ""]
     text = "\n".join([
         "# Transfer benchmark (synthetic world)", "",
-        f"{args.scenes} scenes x {args.frames_per_scene} frames; PPKT {args.pretrain_iterations} iterations; "
-        f"fine-tuning {args.finetune_iterations} iterations per run, {args.seeds} seeds; val mIoU (%) on the held-out scenes.", "",
-        *lines, "",
-        f"2D teacher (ResNet-18 FCN on rendered labels, {args.teacher_iterations} iterations): held-out pixel accuracy "
-        f"{100 * teacher_eval.get('pixel_accuracy', float('nan')):.1f} %, mIoU {100 * teacher_eval.get('mean_iou', float('nan')):.1f} %.", "",
-        f"Time: {minutes}", "", "![mIoU versus label fraction](images/transfer_miou.png)", ""])
-    (docs / "transfer_benchmark.md").write_text(text)
+        f"{args.scenes} scenes x {args.frames_per_scene} frames; PPKT {args.pretrain_iterations} iterations "
+        f"(pretraining frame: {', '.join(args.frames)}); fine-tuning {args.finetune_iterations} iterations per run, "
+        f"{args.seeds} seeds; val mIoU (%) on the held-out scenes.", "",
+        *lines, "", *teacher_line,
+        f"Time: {minutes}", "", f"![mIoU versus label fraction]({plot.as_posix()})", ""])
+    (docs / args.report).write_text(text)
     return text
 
 

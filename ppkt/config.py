@@ -27,6 +27,9 @@ class DataConfig:
     stride: int = 1  # keep every k-th frame of each folder
     image_size: List[int] = field(default_factory=lambda: [480, 640])  # [H, W] pixels fed to the teacher
     voxel_size: float = 0.025  # metres
+    # 3D frame of the points: "camera" (up = -y; any poses or none) or "world" (the pose's frame, which must be
+    # z-up, as ScanNet's and the synthetic world's are, and as the fine-tuning scenes are; needs poses)
+    frame: str = "camera"
 
 
 @dataclass

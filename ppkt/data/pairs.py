@@ -1,7 +1,8 @@
 """RGB-D frames -> training samples of paired pixels and voxels.
 
 One sample is one frame: 2D augmentation (resize, flip) of image, depth and intrinsics together,
-back-projection, 3D augmentation (elastic, rotation, scaling), voxelisation. Every voxel keeps one of
+back-projection (into the camera frame, or with the pose into the z-up world frame: ``data.frame``),
+3D augmentation (elastic, rotation about the up axis, scaling), voxelisation. Every voxel keeps one of
 its pixels (chosen at random), so the teacher's feature at that pixel and the student's feature at that
 voxel form a positive pair.
 """
@@ -14,9 +15,9 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from ppkt.config import AugmentConfig, DataConfig
+from ppkt.config import AugmentConfig, ConfigError, DataConfig
 from ppkt.data.frames import FrameError, RGBDFrame, find_frame_folders, open_frame_folder
-from ppkt.geometry.augment import ImageTransform, PointTransform, random_image_transform, random_point_transform
+from ppkt.geometry.augment import UP_AXIS, ImageTransform, PointTransform, random_image_transform, random_point_transform
 from ppkt.geometry.backproject import backproject
 from ppkt.geometry.voxelize import voxelize
 
@@ -41,10 +42,18 @@ def make_sample(frame: RGBDFrame, data: DataConfig, aug: AugmentConfig, generato
     on = aug.enabled
     t2d = random_image_transform(depth.shape, data.image_size, aug.resize if on else (1.0, 1.0), aug.flip if on else 0.0, generator)
     image, depth, K = t2d.bilinear(image), t2d.nearest(depth), t2d.intrinsics(K)
-    bp = backproject(depth, K, features=image.permute(1, 2, 0))
+    pose = None
+    if data.frame == "world":
+        if frame.pose is None:
+            raise FrameError(f"{frame.source}: no camera pose, but data.frame=world needs one (use data.frame=camera)")
+        pose = torch.from_numpy(frame.pose).float()
+        if t2d.flip:  # the flipped K back-projects x mirrored: undo it, so points are the true (z-up) world points
+            pose = pose @ torch.diag(torch.tensor([-1.0, 1.0, 1.0, 1.0]))
+    bp = backproject(depth, K, features=image.permute(1, 2, 0), pose=pose)
     if bp.points.shape[0] == 0:
         raise FrameError(f"{frame.source}: no valid depth pixel left after resizing/cropping")
-    t3d = random_point_transform(bp.points, aug.rotation, aug.scale, aug.elastic, generator) if on else PointTransform()
+    t3d = (random_point_transform(bp.points, aug.rotation, aug.scale, aug.elastic, generator, UP_AXIS[data.frame])
+           if on else PointTransform())
     vox = voxelize(t3d(bp.points), data.voxel_size)
     rep = vox.representatives(generator)
     return PairSample(image, vox.coords, vox.mean(bp.features) - 0.5, bp.pixel_index[rep], frame.source, vox.origin, t2d, t3d)
@@ -56,6 +65,8 @@ class FramePairs(Dataset):
     def __init__(self, data: DataConfig, aug: AugmentConfig):
         if not data.roots:
             raise FrameError("data.roots is empty: give the frame folders to pretrain on, e.g. data.roots=[data/7scenes-redkitchen]")
+        if data.frame not in UP_AXIS:
+            raise ConfigError(f"data.frame must be one of {sorted(UP_AXIS)}, got {data.frame!r}")
         self.data, self.aug = data, aug
         self.folders = [
             open_frame_folder(folder, layout=data.layout, depth_scale=data.depth_scale, max_depth=data.max_depth, stride=data.stride)

@@ -3,7 +3,8 @@
 2D (before back-projection): random resize and horizontal flip move image, depth and intrinsics together,
 so every output pixel still back-projects to the 3D point it shows. 3D (after back-projection):
 rotation about the up axis, isotropic scaling and elastic distortion move points, never pixels.
-Camera frame convention: x right, y down, z forward; the up axis is -y.
+The up axis depends on the frame the points are in: the camera frame (x right, y down, z forward) has its
+up axis along -y; a gravity-aligned world frame (ScanNet, the synthetic world) has it along +z.
 """
 from __future__ import annotations
 
@@ -123,7 +124,7 @@ def random_elastic_field(points: Tensor, granularity: float, magnitude: float, g
 
 @dataclass
 class PointTransform:
-    """Elastic distortion(s), then rotation about the up axis (-y, camera frame) and isotropic scaling."""
+    """Elastic distortion(s), then rotation about the up axis and isotropic scaling."""
 
     rotation: Tensor = field(default_factory=lambda: torch.eye(3))  # (3, 3)
     scale: float = 1.0
@@ -135,19 +136,27 @@ class PointTransform:
         return (points @ self.rotation.to(points.dtype).T) * self.scale
 
 
-def up_axis_rotation(angle: float) -> Tensor:
-    """Rotation (3, 3) by `angle` radians about the camera's vertical (y) axis."""
+UP_AXIS = {"camera": 1, "world": 2}  # index of the vertical axis: camera frame y (down), z-up world frame z
+
+
+def up_axis_rotation(angle: float, axis: int = 1) -> Tensor:
+    """Rotation (3, 3) by `angle` radians about coordinate axis `axis` (1: the camera's vertical y, 2: world z)."""
     c, s = math.cos(angle), math.sin(angle)
-    return torch.tensor([[c, 0.0, s], [0.0, 1.0, 0.0], [-s, 0.0, c]])
+    i, j = (axis + 1) % 3, (axis + 2) % 3  # right-handed: y -> (z, x), z -> (x, y)
+    R = torch.eye(3)
+    R[i, i], R[i, j], R[j, i], R[j, j] = c, -s, s, c
+    return R
 
 
 def random_point_transform(
-    points: Tensor, max_angle: float, scale: Sequence[float], elastic: Sequence[Sequence[float]], generator: torch.Generator
+    points: Tensor, max_angle: float, scale: Sequence[float], elastic: Sequence[Sequence[float]], generator: torch.Generator,
+    up_axis: int = 1,
 ) -> PointTransform:
-    """Random angle in [-max_angle, max_angle] radians, scale in `scale`, one elastic field per [granularity, magnitude]."""
+    """Random angle in [-max_angle, max_angle] radians about `up_axis`, scale in `scale`, one elastic field per
+    [granularity, magnitude]."""
     angle = (2 * torch.rand((), generator=generator).item() - 1) * max_angle
     factor = scale[0] + (scale[1] - scale[0]) * torch.rand((), generator=generator).item()
     fields = []
     for granularity, magnitude in elastic:
         fields.append(random_elastic_field(points if not fields else fields[-1](points), granularity, magnitude, generator))
-    return PointTransform(up_axis_rotation(angle), factor, fields)
+    return PointTransform(up_axis_rotation(angle, up_axis), factor, fields)

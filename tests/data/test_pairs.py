@@ -94,3 +94,45 @@ def test_dataset_and_collate_build_a_paired_batch():
     assert batch.coords.shape[1] == 4 and set(batch.coords[:, 0].tolist()) == {0, 1}
     assert torch.equal(batch.coords[:, 0].long(), batch.voxel_batch)
     assert batch.pixel.max() < 60 * 80 and batch.skipped == []
+
+
+def test_up_axis_rotation_about_world_z_keeps_height_and_matches_the_formula():
+    R = up_axis_rotation(0.3, axis=2)
+    c, s = math.cos(0.3), math.sin(0.3)
+    assert torch.allclose(R, torch.tensor([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]]))
+    # axis 1 (camera y) is the rotation written out in test_up_axis_rotation_keeps_height
+    assert torch.allclose(up_axis_rotation(0.3, axis=1), torch.tensor([[c, 0.0, s], [0.0, 1.0, 0.0], [-s, 0.0, c]]))
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2, 3])
+def test_world_frame_pairs_each_voxel_with_the_world_point_of_its_pixel(frame, seed):
+    data = DataConfig(roots=[str(FRAMES)], image_size=[120, 160], voxel_size=0.05, frame="world")
+    aug = AugmentConfig(flip=0.5, resize=[0.7, 1.3], rotation=math.pi, scale=[0.8, 1.2], elastic=[])
+    sample = make_sample(frame, data, aug, torch.Generator().manual_seed(seed))
+    t2d, t3d = sample.image_transform, sample.point_transform
+    assert torch.allclose(t3d.rotation[2], torch.tensor([0.0, 0.0, 1.0]))  # rotation about world z keeps height
+    rows, cols, valid = t2d.source_pixels()
+    w_out = data.image_size[1]
+    v, u = sample.pixel // w_out, sample.pixel % w_out
+    depth = torch.from_numpy(frame.depth).double()
+    K = torch.from_numpy(frame.intrinsics).double()
+    pose = torch.from_numpy(frame.pose).double()
+    # independent truth: the original pixel's camera point, then x_world = R x_cam + t (no mirror, flipped or not)
+    world = _hand_point(depth, K, rows[v, u], cols[v, u]) @ pose[:3, :3].T + pose[:3, 3]
+    moved = world @ t3d.rotation.double().T * t3d.scale
+    corner = sample.coords.double() * data.voxel_size + sample.origin.double()
+    slack = (depth.max() / K[0, 0]).item() * t3d.scale + 1e-5
+    inside = ((moved - corner) >= -slack) & ((moved - corner) <= data.voxel_size + slack)
+    assert inside.all(dim=1).all()
+
+
+def test_world_frame_needs_a_pose_and_a_known_frame_name(frame):
+    from ppkt.config import ConfigError
+    from ppkt.data.frames import FrameError, RGBDFrame
+
+    no_pose = RGBDFrame(frame.color, frame.depth, frame.intrinsics, None, source="cam0/frame-7.depth.png")
+    data = DataConfig(roots=[str(FRAMES)], image_size=[60, 80], voxel_size=0.1, frame="world")
+    with pytest.raises(FrameError, match=r"cam0/frame-7.depth.png: no camera pose.*data.frame=world"):
+        make_sample(no_pose, data, AugmentConfig(), torch.Generator().manual_seed(0))
+    with pytest.raises(ConfigError, match="data.frame must be one of"):
+        FramePairs(DataConfig(roots=[str(FRAMES)], frame="gravity"), AugmentConfig())
