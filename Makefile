@@ -22,6 +22,7 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(PY) benchmarks/bench_sparse_unet.py
 	$(PY) benchmarks/bench_pretrain.py
+	$(PY) benchmarks/bench_sens.py
 
 clean:
 	rm -rf runs/demo .pytest_cache

@@ -90,6 +90,10 @@ def build_parser() -> argparse.ArgumentParser:
     from ppkt.models.pointcept import add_pointcept_commands
 
     add_pointcept_commands(sub)
+
+    from ppkt.prepare.cli import add_prepare_commands
+
+    add_prepare_commands(sub)
     return parser
 
 
@@ -100,12 +104,13 @@ def main(argv: Optional[List[str]] = None) -> int:
         parser.print_help()
         return 0
     from ppkt.data.frames import FrameError
+    from ppkt.data.scenes import SceneError
     from ppkt.models.teacher import TeacherWeightsError
     from ppkt.train.checkpoint import CheckpointError
 
     try:
         return args.func(args)
-    except (ConfigError, FrameError, CheckpointError, TeacherWeightsError) as err:
+    except (ConfigError, FrameError, SceneError, CheckpointError, TeacherWeightsError, argparse.ArgumentTypeError) as err:
         print(f"ppkt: error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

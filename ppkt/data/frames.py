@@ -25,8 +25,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from ppkt.prepare.folders import is_partial
+
 __all__ = ["FrameError", "RGBDFrame", "FrameFolder", "open_frame_folder", "find_frame_folders",
-           "read_color", "read_depth", "read_matrix", "resample_color_to_depth"]
+           "read_color", "read_depth", "read_matrix", "resample_color_to_depth", "check_intrinsics", "check_pose"]
 
 LAYOUTS = ("scannet", "7scenes")
 _LAYOUT_HELP = ("expected a 'scannet' folder (color/<i>.jpg, depth/<i>.png, intrinsic/intrinsic_depth.txt, "
@@ -41,7 +43,7 @@ class FrameError(ValueError):
 
 
 # ----------------------------------------------------------------------------------------- checks
-def _check_intrinsics(K: np.ndarray, where: str) -> np.ndarray:
+def check_intrinsics(K: np.ndarray, where: str) -> np.ndarray:
     """Return K as (3, 3) float64 or raise FrameError naming ``where``."""
     K = np.asarray(K)
     if K.shape != (3, 3) or not np.issubdtype(K.dtype, np.number):
@@ -59,7 +61,7 @@ def _check_intrinsics(K: np.ndarray, where: str) -> np.ndarray:
     return K
 
 
-def _check_pose(pose: np.ndarray, where: str) -> np.ndarray:
+def check_pose(pose: np.ndarray, where: str) -> np.ndarray:
     """Return a camera-to-world pose as (4, 4) float64 or raise FrameError naming ``where``."""
     pose = np.asarray(pose)
     if pose.shape != (4, 4) or not np.issubdtype(pose.dtype, np.number):
@@ -121,9 +123,9 @@ class RGBDFrame:
         if not (depth > 0).any():
             raise FrameError(f"{src}: no valid depth pixel (all zero, NaN, inf or negative)")
         self.color, self.depth = color, depth
-        self.intrinsics = _check_intrinsics(self.intrinsics, src)
+        self.intrinsics = check_intrinsics(self.intrinsics, src)
         if self.pose is not None:
-            self.pose = _check_pose(self.pose, src)
+            self.pose = check_pose(self.pose, src)
         return self
 
 
@@ -177,11 +179,11 @@ def read_matrix(path: str | os.PathLike, kind: str = "matrix") -> np.ndarray:
 
 
 def _read_intrinsics(path: Path) -> np.ndarray:
-    return _check_intrinsics(read_matrix(path, "intrinsics")[:3, :3], str(path))
+    return check_intrinsics(read_matrix(path, "intrinsics")[:3, :3], str(path))
 
 
 def _read_pose(path: Path) -> np.ndarray:
-    return _check_pose(read_matrix(path, "pose"), str(path))
+    return check_pose(read_matrix(path, "pose"), str(path))
 
 
 def resample_color_to_depth(color: np.ndarray, K_color: np.ndarray, K_depth: np.ndarray,
@@ -334,11 +336,11 @@ def find_frame_folders(root: str | os.PathLike) -> list[Path]:
     root = Path(root)
     if not root.is_dir():
         raise FrameError(f"{root}: not a directory; {_LAYOUT_HELP}")
-    if _detect_layout(root):
+    if _detect_layout(root) and not is_partial(root):
         return [root]
     found = []
     for dirpath, dirnames, _ in os.walk(root):
-        dirnames.sort()
+        dirnames[:] = sorted(d for d in dirnames if not is_partial(Path(d)))  # not an export still being written
         for d in list(dirnames):
             p = Path(dirpath) / d
             if _detect_layout(p):

@@ -26,6 +26,7 @@ from torch.utils.data import Dataset
 
 from ppkt.data.scene_augment import SceneAugment, augment_colors, augment_points, check_ranges, crop_nearest, majority_label
 from ppkt.geometry.voxelize import voxelize
+from ppkt.prepare.folders import is_partial
 
 
 class SceneError(ValueError):
@@ -110,7 +111,7 @@ _AREA_ROOM = re.compile(r"^Area_(\d+)_.+$")
 
 
 def _is_scene(folder: Path) -> bool:
-    return folder.is_dir() and (folder / "coord.npy").is_file()
+    return folder.is_dir() and (folder / "coord.npy").is_file() and not is_partial(folder)
 
 
 def list_scenes(root: Union[str, Path], split: str, val_area: int = 5) -> List[Path]:

@@ -2,13 +2,13 @@
 from __future__ import annotations
 
 import os
-import uuid
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Dict, Iterator, Mapping
+from typing import Any, Dict, Mapping
 
 import torch
 from torch import nn
+
+from ppkt.atomic import atomic_path
 
 PRETRAIN_FORMAT = "ppkt-pretrain-checkpoint"
 BACKBONE_FORMAT = "ppkt-backbone"
@@ -16,21 +16,6 @@ BACKBONE_FORMAT = "ppkt-backbone"
 
 class CheckpointError(ValueError):
     """A checkpoint is missing, unreadable or made for another model; the message names the file."""
-
-
-@contextmanager
-def atomic_path(path: str | Path) -> Iterator[Path]:
-    """Yields an unused temp path beside `path` for the caller to write; renamed over `path` when the block
-    succeeds, removed when it fails: a reader never sees a half-written file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.parent / f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"
-    try:
-        yield tmp
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 def save_atomic(obj: Any, path: str | Path) -> Path:

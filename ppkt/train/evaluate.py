@@ -20,7 +20,7 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from ppkt.config import ConfigError
-from ppkt.train.checkpoint import atomic_path
+from ppkt.atomic import atomic_path
 from ppkt.train.metrics import confusion_matrix, segmentation_metrics
 
 FINETUNE_FORMAT = "ppkt-finetune"
@@ -85,7 +85,7 @@ def class_colors(num_classes: int, classes_json: str | Path | None = None) -> np
 
 
 def write_ply(path: str | Path, xyz: np.ndarray, rgb: np.ndarray, **int_props: np.ndarray) -> Path:
-    """Binary little-endian PLY point cloud: float x y z (metres), uchar red green blue, then int32 properties."""
+    """Binary little-endian PLY point cloud (plyfile): float x y z (metres), uchar red green blue, then int32 properties."""
     xyz, rgb = np.asarray(xyz), np.asarray(rgb)
     n = xyz.shape[0]
     if xyz.shape != (n, 3) or rgb.shape != (n, 3) or any(np.shape(v) != (n,) for v in int_props.values()):
@@ -99,13 +99,11 @@ def write_ply(path: str | Path, xyz: np.ndarray, rgb: np.ndarray, **int_props: n
         rows[channel] = rgb[:, i]
     for k, v in int_props.items():
         rows[k] = v
-    kinds = {"<f4": "float", "u1": "uchar", "<i4": "int"}
-    header = ["ply", "format binary_little_endian 1.0", "comment written by ppkt evaluate", f"element vertex {n}"]
-    header += [f"property {kinds[t]} {k}" for k, t in fields] + ["end_header"]
+    from plyfile import PlyData, PlyElement
+
+    ply = PlyData([PlyElement.describe(rows, "vertex")], text=False, byte_order="<", comments=["written by ppkt evaluate"])
     with atomic_path(path) as tmp:
-        with open(tmp, "wb") as f:
-            f.write(("\n".join(header) + "\n").encode("ascii"))
-            f.write(rows.tobytes())
+        ply.write(str(tmp))
     return Path(path)
 
 

@@ -8,7 +8,7 @@ from typing import Dict, List
 import numpy as np
 from torch.utils.tensorboard import SummaryWriter
 
-from ppkt.train.checkpoint import atomic_path
+from ppkt.atomic import atomic_path
 
 
 class MetricsLog:

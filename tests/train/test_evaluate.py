@@ -51,14 +51,11 @@ def test_back_assignment_gives_every_point_its_voxels_prediction():
 
 
 def read_ply(path):
-    data = path.read_bytes()
-    end = data.index(b"end_header\n") + len(b"end_header\n")
-    header = data[:end].decode().splitlines()
-    assert header[:2] == ["ply", "format binary_little_endian 1.0"]
-    kinds = {"float": "<f4", "uchar": "u1", "int": "<i4"}
-    fields = [(line.split()[2], kinds[line.split()[1]]) for line in header if line.startswith("property")]
-    n = int(next(line for line in header if line.startswith("element vertex")).split()[2])
-    return np.frombuffer(data[end:], dtype=fields, count=n)
+    from plyfile import PlyData
+
+    ply = PlyData.read(str(path))
+    assert ply.byte_order == "<" and not ply.text
+    return ply["vertex"].data
 
 
 def test_ply_round_trip_and_confusion_png(tmp_path):

@@ -1,0 +1,93 @@
+"""`ppkt prepare scannet | scannet-scenes | s3dis`: raw datasets -> what `ppkt pretrain` and `ppkt finetune` read."""
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+from typing import Callable, List, Sequence
+
+from ppkt.prepare.parallel import run_jobs
+
+
+def _convert_all(fn: Callable[..., dict], items: Sequence[Path], out: Path, workers: int, desc: str) -> List[str]:
+    """Convert every item with fn(item, out); print a summary; returns the names converted or already done."""
+    t0, done, new, failed, notes = time.perf_counter(), [], 0, [], []
+    for item, result, bar in run_jobs(fn, items, out, workers=workers, desc=desc):
+        if isinstance(result, Exception):
+            failed.append(f"{item}: {result}")
+            bar.write(f"error: {result}")
+            continue
+        done.append(item.name)
+        new += not result["skipped"]
+        if result.get("corrupt_lines_skipped") and not result["skipped"]:
+            notes.append(f"{result['room']}: skipped {result['corrupt_lines_skipped']} corrupt line(s)")
+        if result.get("mapped_to_clutter") and not result["skipped"]:
+            notes.append(f"{result['room']}: {', '.join(result['mapped_to_clutter'])} counted as clutter")
+    print(*notes, sep="\n") if notes else None
+    print(f"{len(items)} {desc.split()[-1]}: {new} converted, {len(done) - new} already done, {len(failed)} failed; "
+          f"{time.perf_counter() - t0:.1f} s; output in {out}")
+    for f in failed:
+        print(f"  failed: {f}")
+    return done if not failed else []
+
+
+def _scannet(args: argparse.Namespace) -> int:
+    from ppkt.prepare.scannet_frames import export_scans
+
+    summary = export_scans(args.scans, args.out, every=args.every, workers=args.workers)
+    print(summary.text())
+    print(f"frames in {args.out}: `ppkt pretrain ... data.roots=[{args.out}] data.layout=scannet`")
+    return 1 if summary.failed else 0
+
+
+def _scannet_scenes(args: argparse.Namespace) -> int:
+    from ppkt.prepare.scannet_scenes import convert_scan, find_scans, write_splits
+
+    splits = {}
+    for item in args.split:
+        name, sep, path = item.partition("=")
+        if not sep or not name or not path:
+            raise argparse.ArgumentTypeError(f"--split {item!r}: expected NAME=FILE, e.g. train=scannetv2_train.txt")
+        splits[name] = Path(path)
+    out = Path(args.out)
+    scans = find_scans(args.scans)
+    done = _convert_all(convert_scan, scans, out, args.workers, "prepare scannet-scenes scans")
+    if len(done) != len(scans):
+        return 1
+    for name, count in write_splits(out, splits, done).items():
+        print(f"split {name}: {count} scenes in {out / 'splits' / (name + '.txt')}")
+    return 0
+
+
+def _s3dis(args: argparse.Namespace) -> int:
+    from ppkt.prepare.s3dis import convert_room, find_rooms
+
+    rooms = find_rooms(args.root)
+    done = _convert_all(convert_room, rooms, Path(args.out), args.workers, "prepare s3dis rooms")
+    return 0 if len(done) == len(rooms) else 1
+
+
+def add_prepare_commands(subparsers) -> None:
+    p = subparsers.add_parser("prepare", help="convert ScanNet / S3DIS downloads (resumable, parallel)")
+    sub = p.add_subparsers(dest="dataset", metavar="DATASET", required=True)
+
+    q = sub.add_parser("scannet", help=".sens files -> exported RGB-D frames for `ppkt pretrain`")
+    q.add_argument("--scans", required=True, help="ScanNet's scans/ folder (<scan>/<scan>.sens), or one .sens file")
+    q.add_argument("--out", required=True, help="output folder (one frame folder per scan)")
+    q.add_argument("--every", type=int, default=25, help="export every k-th frame (the paper: 25)")
+    q.add_argument("--workers", type=int, default=1, help="scans exported in parallel")
+    q.set_defaults(func=_scannet)
+
+    q = sub.add_parser("scannet-scenes", help="meshes + labels -> scene folders for `ppkt finetune` (and boxes)")
+    q.add_argument("--scans", required=True, help="ScanNet's scans/ folder (<scan>/<scan>_vh_clean_2.ply, ...)")
+    q.add_argument("--out", required=True, help="output dataset folder (scenes/<scan>/, splits/)")
+    q.add_argument("--split", action="append", default=[], metavar="NAME=FILE",
+                   help="a split list, e.g. train=scannetv2_train.txt (repeatable)")
+    q.add_argument("--workers", type=int, default=1, help="scans converted in parallel")
+    q.set_defaults(func=_scannet_scenes)
+
+    q = sub.add_parser("s3dis", help="Area_N/<room>/Annotations -> scene folders for `ppkt finetune`")
+    q.add_argument("--root", required=True, help="Stanford3dDataset_v1.2_Aligned_Version/")
+    q.add_argument("--out", required=True, help="output dataset folder (Area_N/<room>/)")
+    q.add_argument("--workers", type=int, default=1, help="rooms converted in parallel")
+    q.set_defaults(func=_s3dis)

@@ -1,0 +1,44 @@
+"""Run one preparation job per scan or room, in parallel processes, with a progress bar and per-job errors."""
+from __future__ import annotations
+
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from typing import Callable, Iterator, Sequence, Tuple, TypeVar, Union
+
+from tqdm import tqdm
+
+from ppkt.data.frames import FrameError
+from ppkt.data.scenes import SceneError
+
+T = TypeVar("T")
+#: failures of one scan that leave the others going: bad or missing input files, unreadable data
+JOB_ERRORS = (FrameError, SceneError, OSError, ValueError, KeyError)
+
+
+def run_jobs(fn: Callable[..., dict], items: Sequence[T], *args, workers: int = 1, desc: str = "prepare",
+             progress: bool = True) -> Iterator[Tuple[T, Union[dict, Exception], tqdm]]:
+    """Yield (item, fn(item, *args) or the error it raised, progress bar) as jobs finish.
+
+    A job failing with one of JOB_ERRORS is yielded as its error; anything else (a bug, Ctrl-C) stops the run.
+    """
+    bar = tqdm(total=len(items), desc=desc, unit="scan", disable=not progress, dynamic_ncols=True)
+    try:
+        if workers <= 1:
+            for item in items:
+                try:
+                    result = fn(item, *args)
+                except JOB_ERRORS as err:
+                    result = err
+                bar.update(1)
+                yield item, result, bar
+        else:
+            with ProcessPoolExecutor(max_workers=workers) as pool:
+                jobs = {pool.submit(fn, item, *args): item for item in items}
+                for job in as_completed(jobs):
+                    try:
+                        result = job.result()
+                    except JOB_ERRORS as err:
+                        result = err
+                    bar.update(1)
+                    yield jobs[job], result, bar
+    finally:
+        bar.close()
