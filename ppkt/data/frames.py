@@ -206,8 +206,8 @@ def resample_color_to_depth(color: np.ndarray, K_color: np.ndarray, K_depth: np.
 
     x0, x1, wx = taps(uc, Wc)
     y0, y1, wy = taps(vc, Hc)
-    img = color.astype(np.float32)
-    rows = img[y0] * (1 - wy)[:, None, None] + img[y1] * wy[:, None, None]          # (H, Wc, 3)
+    # gather the rows first, then convert: the same values as converting the whole (larger) color image
+    rows = color[y0].astype(np.float32) * (1 - wy)[:, None, None] + color[y1].astype(np.float32) * wy[:, None, None]  # (H, Wc, 3)
     out = rows[:, x0] * (1 - wx)[None, :, None] + rows[:, x1] * wx[None, :, None]   # (H, W, 3)
     return np.clip(np.rint(out), 0, 255).astype(np.uint8)
 

@@ -50,6 +50,15 @@ def voxelize(points: Tensor, voxel_size: float) -> Voxelization:
         raise ValueError(f"voxelize: voxel_size must be > 0 metres, got {voxel_size}")
     grid = torch.floor(points.double() / voxel_size).long()
     low = grid.min(dim=0).values
-    coords, inverse = torch.unique(grid - low, dim=0, return_inverse=True)
+    grid = grid - low
+    dims = grid.max(dim=0).values + 1
+    if float(dims[0]) * float(dims[1]) * float(dims[2]) < 2.0**62:
+        # one int64 key per point, ordered like the rows (x, then y, then z): 1-D unique gives the same voxels in
+        # the same order as unique(dim=0), many times faster
+        key = (grid[:, 0] * dims[1] + grid[:, 1]) * dims[2] + grid[:, 2]
+        keys, inverse = torch.unique(key, return_inverse=True)
+        coords = torch.stack([keys // (dims[1] * dims[2]), keys // dims[2] % dims[1], keys % dims[2]], dim=1)
+    else:
+        coords, inverse = torch.unique(grid, dim=0, return_inverse=True)
     origin = (low.double() * voxel_size).to(points.dtype)
     return Voxelization(coords=coords.int(), point_to_voxel=inverse, origin=origin)

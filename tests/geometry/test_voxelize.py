@@ -1,3 +1,4 @@
+import pytest
 import torch
 
 from ppkt.geometry.voxelize import voxelize
@@ -33,3 +34,13 @@ def test_representatives_pick_one_point_of_each_voxel():
     other = vox.representatives(torch.Generator().manual_seed(1))
     assert not torch.equal(rep, other)  # random choice among the voxel's points
     assert torch.equal(rep, vox.representatives(torch.Generator().manual_seed(0)))  # seeded
+
+
+@pytest.mark.parametrize("scale", [3.0, 400.0])
+def test_voxels_and_their_order_equal_the_row_unique_reference(scale):
+    """The packed-key path must give exactly torch.unique(dim=0)'s voxels, order and inverse."""
+    pts = torch.randn(20000, 3, generator=torch.Generator().manual_seed(1), dtype=torch.float64) * scale - 7.0
+    grid = torch.floor(pts / 0.05).long()
+    coords, inverse = torch.unique(grid - grid.min(dim=0).values, dim=0, return_inverse=True)
+    vox = voxelize(pts, 0.05)
+    assert torch.equal(vox.coords.long(), coords) and torch.equal(vox.point_to_voxel, inverse)
