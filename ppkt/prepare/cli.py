@@ -4,31 +4,37 @@ from __future__ import annotations
 import argparse
 import time
 from pathlib import Path
-from typing import Callable, List, Sequence
+from typing import Callable, List, Sequence, Tuple
 
 from ppkt.prepare.parallel import run_jobs
 
 
-def _convert_all(fn: Callable[..., dict], items: Sequence[Path], out: Path, workers: int, desc: str) -> List[str]:
-    """Convert every item with fn(item, out); print a summary; returns the names converted or already done."""
-    t0, done, new, failed, notes = time.perf_counter(), [], 0, [], []
-    for item, result, bar in run_jobs(fn, items, out, workers=workers, desc=desc):
+def _convert_all(fn: Callable[..., dict], items: Sequence[Path], out: Path, workers: int, what: str,
+                 notes: Callable[[dict], List[str]] = lambda info: []) -> Tuple[List[str], List[str]]:
+    """Convert every item with fn(item, out) and print a summary; returns (names done, failures)."""
+    t0, done, new, failed = time.perf_counter(), [], 0, []
+    for item, result, bar in run_jobs(fn, items, out, workers=workers, desc=f"prepare {what}"):
         if isinstance(result, Exception):
             failed.append(f"{item}: {result}")
             bar.write(f"error: {result}")
             continue
         done.append(item.name)
-        new += not result["skipped"]
-        if result.get("corrupt_lines_skipped") and not result["skipped"]:
-            notes.append(f"{result['room']}: skipped {result['corrupt_lines_skipped']} corrupt line(s)")
-        if result.get("mapped_to_clutter") and not result["skipped"]:
-            notes.append(f"{result['room']}: {', '.join(result['mapped_to_clutter'])} counted as clutter")
-    print(*notes, sep="\n") if notes else None
-    print(f"{len(items)} {desc.split()[-1]}: {new} converted, {len(done) - new} already done, {len(failed)} failed; "
+        if not result["skipped"]:
+            new += 1
+            for line in notes(result):
+                bar.write(line)
+    print(f"{len(items)} {what}: {new} converted, {len(done) - new} already done, {len(failed)} failed; "
           f"{time.perf_counter() - t0:.1f} s; output in {out}")
     for f in failed:
         print(f"  failed: {f}")
-    return done if not failed else []
+    return done, failed
+
+
+def _s3dis_notes(info: dict) -> List[str]:
+    lines = [f"{info['room']}: skipped {info['corrupt_lines_skipped']} corrupt line(s)"] if info["corrupt_lines_skipped"] else []
+    if info["mapped_to_clutter"]:
+        lines.append(f"{info['room']}: {', '.join(info['mapped_to_clutter'])} counted as clutter")
+    return lines
 
 
 def _scannet(args: argparse.Namespace) -> int:
@@ -51,8 +57,8 @@ def _scannet_scenes(args: argparse.Namespace) -> int:
         splits[name] = Path(path)
     out = Path(args.out)
     scans = find_scans(args.scans)
-    done = _convert_all(convert_scan, scans, out, args.workers, "prepare scannet-scenes scans")
-    if len(done) != len(scans):
+    done, failed = _convert_all(convert_scan, scans, out, args.workers, "scans")
+    if failed:
         return 1
     for name, count in write_splits(out, splits, done).items():
         print(f"split {name}: {count} scenes in {out / 'splits' / (name + '.txt')}")
@@ -63,8 +69,8 @@ def _s3dis(args: argparse.Namespace) -> int:
     from ppkt.prepare.s3dis import convert_room, find_rooms
 
     rooms = find_rooms(args.root)
-    done = _convert_all(convert_room, rooms, Path(args.out), args.workers, "prepare s3dis rooms")
-    return 0 if len(done) == len(rooms) else 1
+    _, failed = _convert_all(convert_room, rooms, Path(args.out), args.workers, "rooms", _s3dis_notes)
+    return 1 if failed else 0
 
 
 def add_prepare_commands(subparsers) -> None:

@@ -5,7 +5,8 @@ Per scan ``<out>/<scan>/``: ``color/<i>.jpg`` (brought to the depth camera: dept
 (= the depth intrinsics, since the exported color lives in the depth camera), ``intrinsic/intrinsic_depth.txt``,
 ``intrinsic/extrinsic_{color,depth}.txt`` and ``intrinsic/intrinsic_color_sensor.txt`` (the color camera of the
 .sens, for reference). ``<i>`` is the frame's index in the .sens; every k-th frame is exported. Frames whose pose
-is invalid (ScanNet writes -inf) are skipped and counted. Scans are exported in parallel and resumably
+is invalid (ScanNet writes -inf) or whose image data is corrupt are skipped and counted; a truncated file fails
+its scan (download it again). Scans are exported in parallel and resumably
 (:mod:`ppkt.prepare.folders`).
 """
 from __future__ import annotations
@@ -20,7 +21,7 @@ import numpy as np
 from PIL import Image
 
 from ppkt.data.frames import FrameError, check_intrinsics, check_pose, resample_color_to_depth
-from ppkt.data.sens import SensReader
+from ppkt.data.sens import SensError, SensReader
 from ppkt.prepare.folders import build_folder, done_info, is_partial
 from ppkt.prepare.parallel import run_jobs
 
@@ -71,14 +72,18 @@ def export_scan(sens_path: Path, out_root: Path, every: int) -> dict:
             write_matrix(tmp / "intrinsic" / "intrinsic_color_sensor.txt", h.intrinsic_color)
             write_matrix(tmp / "intrinsic" / "extrinsic_color.txt", h.extrinsic_color)
             write_matrix(tmp / "intrinsic" / "extrinsic_depth.txt", h.extrinsic_depth)
-            written, invalid = [], []
+            written, invalid, corrupt = [], [], []
             for i in range(0, len(reader), every):
                 try:
                     pose = check_pose(reader.poses[i], f"{sens_path} frame {i}")
                 except FrameError:
                     invalid.append(i)
                     continue
-                frame = reader[i]
+                try:
+                    frame = reader[i]
+                except SensError as err:
+                    corrupt.append(f"{i}: {err}")
+                    continue
                 color = frame.color
                 if color.shape[:2] != (height, width) or not np.allclose(K_color, K_depth):
                     color = resample_color_to_depth(color, K_color, K_depth, (height, width))
@@ -87,7 +92,7 @@ def export_scan(sens_path: Path, out_root: Path, every: int) -> dict:
                 write_matrix(tmp / "pose" / f"{i}.txt", pose)
                 written.append(i)
         return {"scan": scan, "source": str(sens_path), "every": every, "frames": len(written),
-                "invalid_pose_frames": invalid, "sensor": h.sensor_name, "size": [width, height]}
+                "invalid_pose_frames": invalid, "corrupt_frames": corrupt, "sensor": h.sensor_name, "size": [width, height]}
 
     return build_folder(Path(out_root) / scan, build)
 
@@ -99,12 +104,14 @@ class ExportSummary:
     already_done: int = 0
     frames: int = 0
     invalid_pose_frames: int = 0
+    corrupt_frames: int = 0
     failed: List[str] = field(default_factory=list)  # "<file>: <error>"
     seconds: float = 0.0
 
     def text(self) -> str:
         lines = [f"{self.scans} scans: {self.exported} exported, {self.already_done} already done, {len(self.failed)} failed; "
-                 f"{self.frames} frames written, {self.invalid_pose_frames} skipped for an invalid pose; {self.seconds:.1f} s"]
+                 f"{self.frames} frames written, {self.invalid_pose_frames} skipped for an invalid pose, "
+                 f"{self.corrupt_frames} for corrupt image data; {self.seconds:.1f} s"]
         lines += [f"  failed: {f}" for f in self.failed]
         return "\n".join(lines)
 
@@ -143,6 +150,9 @@ def export_scans(scans: str | os.PathLike, out: str | os.PathLike, every: int = 
         if invalid:
             bar.write(f"{path}: skipped {len(invalid)} frame(s) with an invalid pose: {invalid[:10]}"
                       f"{' ...' if len(invalid) > 10 else ''}")
+        summary.corrupt_frames += len(result["corrupt_frames"])
+        for message in result["corrupt_frames"]:
+            bar.write(f"warning: skipped frame {message}")
         bar.set_postfix(frames=summary.frames)
     summary.seconds = time.perf_counter() - t0
     return summary

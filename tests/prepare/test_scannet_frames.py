@@ -98,7 +98,8 @@ def test_cli_exports_in_parallel_reports_failures_and_pretraining_reads_the_resu
     rc = cli_main(["prepare", "scannet", "--scans", str(scans_copy), "--out", str(out), "--every", "2", "--workers", "2"])
     text = capsys.readouterr()
     assert rc == 1
-    assert "3 scans: 2 exported, 0 already done, 1 failed; 7 frames written, 1 skipped for an invalid pose" in text.out
+    assert ("3 scans: 2 exported, 0 already done, 1 failed; 7 frames written, 1 skipped for an invalid pose, "
+            "0 for corrupt image data") in text.out
     assert "scene0002_00.sens: file is truncated at frame 5 of 6" in text.out
     assert find_frame_folders(out) == [out / "scene0000_00", out / "scene0001_00"]
     cfg = load_config(ROOT / "configs" / "pretrain_demo.yaml", [
@@ -108,3 +109,16 @@ def test_cli_exports_in_parallel_reports_failures_and_pretraining_reads_the_resu
         "train.batch_size=2", "train.workers=0", "train.threads=2", "train.iterations=2", f"train.out_dir={tmp_path / 'run'}"])
     run = pretrain(cfg)
     assert (run / "backbone.pth").is_file()
+
+
+def test_a_frame_with_corrupt_image_data_is_skipped_and_counted(scans, tmp_path):
+    root, _, _ = scans
+    data = bytearray((root / "scene0000_00" / "scene0000_00.sens").read_bytes())
+    with SensReader(root / "scene0000_00" / "scene0000_00.sens") as r:
+        start, size = int(r._offsets[2, 1]), int(r._sizes[2, 1])
+    data[start: start + size] = b"\xff" * size  # frame 2: its zlib depth is garbage
+    (tmp_path / "scans" / "scene0000_00").mkdir(parents=True)
+    (tmp_path / "scans" / "scene0000_00" / "scene0000_00.sens").write_bytes(bytes(data))
+    summary = export_scans(tmp_path / "scans", tmp_path / "out", every=1, progress=False)
+    assert (summary.exported, summary.frames, summary.corrupt_frames) == (1, 5, 1)
+    assert sorted(int(p.stem) for p in (tmp_path / "out" / "scene0000_00" / "depth").iterdir()) == [0, 1, 3, 4, 5]
