@@ -4,7 +4,7 @@ Steps (each skipped when its result already exists, so a stopped run continues):
 1. write the synthetic world (`ppkt synth`): unlabelled frames for pretraining, labelled 3D scenes;
 2. train the 2D segmentation teacher on the rendered 2D labels (`ppkt teacher train`, default settings);
 3. pretrain the student with PPKT for each teacher ((a) ImageNet EfficientNet-Lite0, (b) the teacher of step 2)
-   and each 3D frame of the pretraining clouds (`--frames`: world = z-up like the fine-tuning scenes, camera);
+   and each 3D frame of the pretraining clouds (`--frames`: camera, or world = z-up like the fine-tuning scenes);
 4. fine-tune on 5 / 15 / 50 / 100 % of the labelled training scenes from scratch and from every pretrained
    backbone, 3 seeds each;
 5. write the mIoU table (mean +- std over seeds, markdown) and the plot of mIoU versus label fraction.
@@ -48,9 +48,12 @@ def main() -> None:
     p.add_argument("--finetune-iterations", type=int, default=60)
     p.add_argument("--max-voxels", type=int, default=8000, help="fine-tuning crop per training scene")
     p.add_argument("--teachers", nargs="+", choices=TEACHERS, default=list(TEACHERS))
-    p.add_argument("--frames", nargs="+", choices=("world", "camera"), default=["world"],
+    p.add_argument("--frames", nargs="+", choices=("world", "camera"), default=["camera"],
                    help="3D frame of the pretraining clouds (data.frame), one pretraining run each")
     p.add_argument("--threads", type=int, default=2, help="torch CPU threads of every stage")
+    p.add_argument("--backbone-lr", type=float, default=None,
+                   help="fine-tuning lr of the backbone (0: a linear probe of frozen features; the head keeps --head-lr)")
+    p.add_argument("--head-lr", type=float, default=0.1, help="fine-tuning lr of the classifier with --backbone-lr")
     p.add_argument("--docs", default=str(ROOT / "docs"), help="where the table and the plot go")
     p.add_argument("--report", default="transfer_benchmark.md", help="file name of the table in --docs; the plot is "
                    "images/<its stem>.png")
@@ -98,7 +101,9 @@ def main() -> None:
     for fraction in args.fractions:
         for init, backbone in backbones.items():
             for seed in range(args.seeds):
-                run = out / "finetune" / f"{init}_f{fraction:g}_s{seed}"
+                probe = [] if args.backbone_lr is None else [f"optim.lr={args.backbone_lr}", f"optim.head_lr={args.head_lr}"]
+                tag = "" if args.backbone_lr is None else f"_blr{args.backbone_lr:g}"
+                run = out / "finetune" / f"{init}_f{fraction:g}_s{seed}{tag}"
                 metrics = run / "eval" / "metrics.json"
                 if not metrics.is_file():
                     cfg = load_config(ROOT / "configs" / "finetune_synthetic.yaml", [
@@ -106,7 +111,7 @@ def main() -> None:
                         f"train.seed={seed}", f"train.iterations={args.finetune_iterations}", "train.eval_every=0",
                         "train.checkpoint_every=100000", "train.eval_ply=false", f"train.out_dir={run}",
                         f"data.max_voxels={args.max_voxels}", f"train.threads={args.threads}",
-                        f"model.pretrained={backbone or 'null'}"], FinetuneConfig)
+                        f"model.pretrained={backbone or 'null'}", *probe], FinetuneConfig)
                     t = time.perf_counter()
                     finetune(cfg)
                     spent("finetune", t)
@@ -140,6 +145,7 @@ def write_report(results: dict, teacher_eval: Optional[dict], clock: dict, args,
         lines.append(f"| {init} | " + " | ".join(f"{m:.1f} ± {s:.1f}" for m, s in zip(means, stds)) + " |")
         ax.errorbar([100 * f for f in fractions], means, yerr=stds, marker="o", capsize=3, label=init)
     ax.set_xscale("log")
+    ax.minorticks_off()  # only the label fractions are labelled
     ax.set_xticks([100 * f for f in fractions], [f"{100 * f:g}" for f in fractions])
     ax.set_xlabel("labelled training scenes (%)")
     ax.set_ylabel("val mIoU (%)")
@@ -158,7 +164,8 @@ def write_report(results: dict, teacher_eval: Optional[dict], clock: dict, args,
     text = "\n".join([
         "# Transfer benchmark (synthetic world)", "",
         f"{args.scenes} scenes x {args.frames_per_scene} frames; PPKT {args.pretrain_iterations} iterations "
-        f"(pretraining frame: {', '.join(args.frames)}); fine-tuning {args.finetune_iterations} iterations per run, "
+        f"(pretraining frame: {', '.join(args.frames)}); fine-tuning {args.finetune_iterations} iterations per run"
+        f"{'' if args.backbone_lr is None else f' with backbone lr {args.backbone_lr:g} (head {args.head_lr:g})'}, "
         f"{args.seeds} seeds; val mIoU (%) on the held-out scenes.", "",
         *lines, "", *teacher_line,
         f"Time: {minutes}", "", f"![mIoU versus label fraction]({plot.as_posix()})", ""])
