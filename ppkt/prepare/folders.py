@@ -11,7 +11,7 @@ import shutil
 from pathlib import Path
 from typing import Callable, Optional
 
-from ppkt.atomic import atomic_path
+from ppkt.atomic import write_json
 
 MARKER = "ppkt_done.json"
 PARTIAL = ".partial"
@@ -33,11 +33,6 @@ def done_info(folder: Path) -> Optional[dict]:
         return None  # an unreadable marker: rebuild the folder
 
 
-def write_json_atomic(path: Path, obj) -> None:
-    with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(obj, indent=2))
-
-
 def build_folder(final: Path, build: Callable[[Path], dict]) -> dict:
     """Build `final` unless it is finished; returns its marker info plus ``"skipped": True/False``.
 
@@ -52,7 +47,7 @@ def build_folder(final: Path, build: Callable[[Path], dict]) -> dict:
         shutil.rmtree(partial)  # half-written by an interrupted run: start it again
     partial.mkdir(parents=True)
     info = build(partial)
-    write_json_atomic(partial / MARKER, info)
+    write_json(partial / MARKER, info)
     if final.exists():
         shutil.rmtree(final)  # an unfinished folder without a marker
     partial.rename(final)

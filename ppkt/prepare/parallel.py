@@ -6,12 +6,10 @@ from typing import Callable, Iterator, Sequence, Tuple, TypeVar, Union
 
 from tqdm import tqdm
 
-from ppkt.data.frames import FrameError
-from ppkt.data.scenes import SceneError
-
 T = TypeVar("T")
-#: failures of one scan that leave the others going: bad or missing input files, unreadable data
-JOB_ERRORS = (FrameError, SceneError, OSError, ValueError, KeyError)
+#: failures of one scan that leave the others going: bad input (FrameError, SceneError and other ValueErrors),
+#: missing or unreadable files (OSError)
+JOB_ERRORS = (ValueError, OSError)
 
 
 def run_jobs(fn: Callable[..., dict], items: Sequence[T], *args, workers: int = 1, desc: str = "prepare",

@@ -21,7 +21,7 @@ import numpy as np
 
 from ppkt.data.scenes import S3DIS13, SceneError
 from ppkt.geometry.normals import estimate_normals
-from ppkt.prepare.folders import build_folder, is_partial
+from ppkt.prepare.folders import build_folder
 
 CLASS_IDS = {name: i for i, name in enumerate(S3DIS13.names)}
 CLUTTER = CLASS_IDS["clutter"]
@@ -102,7 +102,7 @@ def find_rooms(root: str | os.PathLike) -> List[Path]:
     root = Path(root)
     if not root.is_dir():
         raise SceneError(f"{root}: not a folder (expected Stanford3dDataset_v1.2_Aligned_Version/)")
-    rooms = sorted(p.parent for p in root.glob("Area_*/*/Annotations") if p.is_dir() and not is_partial(p.parent))
+    rooms = sorted(p.parent for p in root.glob("Area_*/*/Annotations") if p.is_dir())
     if not rooms:
         raise SceneError(f"{root}: no room found (expected Area_N/<room>/Annotations/<class>_<i>.txt)")
     return rooms

@@ -22,7 +22,7 @@ from PIL import Image
 
 from ppkt.data.frames import FrameError, check_intrinsics, check_pose, resample_color_to_depth
 from ppkt.data.sens import SensError, SensReader
-from ppkt.prepare.folders import build_folder, done_info, is_partial
+from ppkt.prepare.folders import build_folder, done_info
 from ppkt.prepare.parallel import run_jobs
 
 JPEG_QUALITY = 95
@@ -35,7 +35,7 @@ def find_sens_files(scans: str | os.PathLike) -> List[Path]:
         return [scans]
     if not scans.is_dir():
         raise FrameError(f"{scans}: not a folder (expected ScanNet's scans/ folder with <scan>/<scan>.sens)")
-    found = sorted(p for p in scans.rglob("*.sens") if p.is_file() and not any(is_partial(q) for q in p.parents))
+    found = sorted(p for p in scans.rglob("*.sens") if p.is_file())
     if not found:
         raise FrameError(f"{scans}: no .sens file found below it (expected <scan>/<scan>.sens)")
     return found

@@ -25,7 +25,7 @@ import numpy as np
 
 from ppkt.data.scenes import SCANNET20, SceneError
 from ppkt.geometry.normals import mesh_vertex_normals
-from ppkt.prepare.folders import build_folder, is_partial
+from ppkt.prepare.folders import build_folder
 
 #: NYU40 ids of the ScanNet-20 classes, in the order of ppkt.data.scenes.SCANNET20 (all other ids: ignore)
 SCANNET20_NYU40 = (1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 14, 16, 24, 28, 33, 34, 36, 39)
@@ -198,8 +198,7 @@ def find_scans(scans: str | os.PathLike) -> List[Path]:
     scans = Path(scans)
     if not scans.is_dir():
         raise SceneError(f"{scans}: not a folder (expected ScanNet's scans/ folder)")
-    found = sorted(p.parent for p in scans.rglob("*_vh_clean_2.ply")
-                   if p.name == f"{p.parent.name}_vh_clean_2.ply" and not is_partial(p.parent))
+    found = sorted(p.parent for p in scans.rglob("*_vh_clean_2.ply") if p.name == f"{p.parent.name}_vh_clean_2.ply")
     if not found:
         raise SceneError(f"{scans}: no scan found below it (expected <scan>/<scan>_vh_clean_2.ply)")
     return found

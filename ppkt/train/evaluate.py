@@ -20,7 +20,7 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from ppkt.config import ConfigError
-from ppkt.atomic import atomic_path
+from ppkt.atomic import atomic_path, write_json
 from ppkt.train.metrics import confusion_matrix, segmentation_metrics
 
 FINETUNE_FORMAT = "ppkt-finetune"
@@ -136,12 +136,6 @@ def save_confusion_png(conf: Tensor | np.ndarray, names: Sequence[str], path: st
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png")
     plt.close(fig)
-    return Path(path)
-
-
-def write_json(path: str | Path, obj: Any) -> Path:
-    with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(obj, indent=2) + "\n")
     return Path(path)
 
 
