@@ -1,4 +1,5 @@
-"""Atomic file writes: a reader sees the old file or the new one, never a half-written one (no torch import)."""
+"""Atomic writes: a reader sees the old file or the new one, never a half-written one; and the ``.partial``
+convention for folders built in place (no torch import)."""
 from __future__ import annotations
 
 import json
@@ -29,3 +30,11 @@ def write_json(path: str | Path, obj: Any) -> Path:
     with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(obj, indent=2) + "\n")
     return Path(path)
+
+
+PARTIAL = ".partial"
+
+
+def is_partial(path: str | Path) -> bool:
+    """True for a folder still being written as ``<name>.partial/`` (or left half-written by an interrupted run)."""
+    return Path(path).name.endswith(PARTIAL)

@@ -106,7 +106,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     from ppkt.data.frames import FrameError
     from ppkt.data.scenes import SceneError
     from ppkt.models.teacher import TeacherWeightsError
-    from ppkt.train.checkpoint import CheckpointError
+    from ppkt.checkpoint import CheckpointError
 
     try:
         return args.func(args)

@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from ppkt.prepare.folders import is_partial
+from ppkt.atomic import is_partial
 
 __all__ = ["FrameError", "RGBDFrame", "FrameFolder", "open_frame_folder", "find_frame_folders",
            "read_color", "read_depth", "read_matrix", "resample_color_to_depth", "check_intrinsics", "check_pose"]

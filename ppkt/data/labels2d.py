@@ -24,7 +24,7 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from ppkt.data.frames import FrameError, open_frame_folder, read_color
-from ppkt.models.teacher import IMAGENET_MEAN
+from ppkt.imagenet import IMAGENET_MEAN
 
 __all__ = ["Teacher2DDataError", "SegFrames", "read_classes", "read_split", "read_label",
            "DEFAULT_IMAGE_SIZE", "DEFAULT_SCALE_RANGE"]

@@ -26,7 +26,7 @@ from torch.utils.data import Dataset
 
 from ppkt.data.scene_augment import SceneAugment, augment_colors, augment_points, check_ranges, crop_nearest, majority_label
 from ppkt.geometry.voxelize import voxelize
-from ppkt.prepare.folders import is_partial
+from ppkt.atomic import is_partial
 
 
 class SceneError(ValueError):

@@ -16,7 +16,7 @@ import torch
 from torch import Tensor
 
 from ppkt.models.sparse_unet import SR_UNET_LAYERS, build_sparse_unet
-from ppkt.train.checkpoint import BACKBONE_FORMAT, CheckpointError, load_checkpoint, load_state_strict, save_atomic
+from ppkt.checkpoint import BACKBONE_FORMAT, CheckpointError, load_checkpoint, load_state_strict, save_atomic
 
 
 def to_pointcept(export: Mapping) -> Dict:

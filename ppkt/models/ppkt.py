@@ -4,7 +4,6 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from ppkt.data.pairs import PairBatch
 from ppkt.losses.ppnce import ppnce_loss
 from ppkt.models.heads import UPL, Projection3D
 
@@ -17,7 +16,9 @@ class PPKT(nn.Module):
         self.teacher, self.student, self.g2d, self.g3d = teacher, student, g2d, g3d
         self.n_sub, self.temperature = n_sub, temperature
 
-    def forward(self, batch: PairBatch, generator: torch.Generator) -> Tensor:
+    def forward(self, batch, generator: torch.Generator) -> Tensor:
+        """batch: a `ppkt.data.pairs.PairBatch` (images (B, 3, H, W), feats / coords of its M voxels, and each voxel's
+        image `voxel_batch` and flat `pixel`); `generator` draws the n_sub pairs. Returns the scalar PPNCE loss."""
         with torch.no_grad():
             f2d = self.teacher(batch.images)  # (B, C, h, w), frozen
         f3d = self.student(batch.feats, batch.coords, batch.batch_size)  # (M, C3)

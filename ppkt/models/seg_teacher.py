@@ -15,8 +15,9 @@ import torch.nn.functional as F
 import torchvision
 from torch import Tensor, nn
 
-from ppkt.models.teacher import IMAGENET_MEAN, IMAGENET_STD, TEACHER_CKPT_FORMAT, build_teacher
-from ppkt.train.checkpoint import CheckpointError, load_checkpoint, load_state_strict
+from ppkt.imagenet import IMAGENET_MEAN, IMAGENET_STD
+from ppkt.models.teacher import TEACHER_CKPT_FORMAT, build_teacher
+from ppkt.checkpoint import CheckpointError, load_checkpoint, load_state_strict
 
 __all__ = ["SEG_ARCHS", "SEG_TEACHER_VERSION", "FCNHead", "SegTeacher", "load_seg_teacher"]
 

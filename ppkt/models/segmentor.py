@@ -9,7 +9,7 @@ from typing import List, Sequence, Tuple
 from torch import Tensor, nn
 
 from ppkt.models.sparse_unet import build_sparse_unet
-from ppkt.train.checkpoint import BACKBONE_FORMAT, PRETRAIN_FORMAT, CheckpointError, load_checkpoint
+from ppkt.checkpoint import BACKBONE_FORMAT, PRETRAIN_FORMAT, CheckpointError, load_checkpoint
 
 __all__ = ["Segmentor", "LoadReport", "load_backbone"]
 

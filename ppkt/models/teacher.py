@@ -17,10 +17,10 @@ import torch
 import torchvision
 from torch import Tensor, nn
 
+from ppkt.imagenet import IMAGENET_MEAN, IMAGENET_STD
+
 TEACHER_ARCHS: tuple[str, ...] = ("resnet18", "resnet34", "resnet50", "resnet101", "efficientnet_lite0")
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
 RESNET_STAGES: tuple[str, ...] = ("layer1", "layer2", "layer3", "layer4")
 RESNET_STRIDES = {"layer1": 4, "layer2": 8, "layer3": 16, "layer4": 32}

@@ -2,7 +2,7 @@
 
 A folder is built in ``<name>.partial/``; its marker ``ppkt_done.json`` (what was written, counts) is written
 last and atomically, then the folder is renamed to ``<name>/``. A rerun skips folders with a marker and rebuilds
-half-written ones, and readers never see a ``.partial`` folder as data (:func:`is_partial`).
+half-written ones, and readers never see a ``.partial`` folder as data (``ppkt.atomic.is_partial``).
 """
 from __future__ import annotations
 
@@ -11,15 +11,9 @@ import shutil
 from pathlib import Path
 from typing import Callable, Optional
 
-from ppkt.atomic import write_json
+from ppkt.atomic import PARTIAL, write_json
 
 MARKER = "ppkt_done.json"
-PARTIAL = ".partial"
-
-
-def is_partial(path: Path) -> bool:
-    """True for a folder still being written (or left half-written by an interrupted run)."""
-    return Path(path).name.endswith(PARTIAL)
 
 
 def done_info(folder: Path) -> Optional[dict]:

@@ -196,7 +196,7 @@ def load_finetuned(path: str | Path, device: torch.device | str = "cpu"):
 
     from ppkt.data.scenes import ClassSet
     from ppkt.models.segmentor import Segmentor
-    from ppkt.train.checkpoint import load_checkpoint, load_state_strict
+    from ppkt.checkpoint import load_checkpoint, load_state_strict
     from ppkt.train.finetune_config import FinetuneConfig
 
     state = load_checkpoint(path, FINETUNE_FORMAT)

@@ -22,7 +22,7 @@ from tqdm import tqdm
 from ppkt.config import ConfigError, config_to_dict, config_to_yaml, load_config
 from ppkt.data.scenes import ClassSet, SceneError, SegScenes, collate_scenes, get_class_set, list_scenes, select_scenes
 from ppkt.models.segmentor import Segmentor, load_backbone
-from ppkt.train.checkpoint import CheckpointError, load_checkpoint, load_state_strict, save_atomic
+from ppkt.checkpoint import CheckpointError, load_checkpoint, load_state_strict, save_atomic
 from ppkt.train.distributed import Dist, training_process
 from ppkt.train.evaluate import FINETUNE_FORMAT, class_colors, evaluate_model, format_scores
 from ppkt.train.finetune_config import FinetuneConfig

@@ -21,7 +21,7 @@ from ppkt.models.heads import UPL, Projection3D
 from ppkt.models.ppkt import PPKT
 from ppkt.models.sparse_unet import build_sparse_unet
 from ppkt.models.teacher import build_teacher
-from ppkt.train.checkpoint import BACKBONE_FORMAT, PRETRAIN_FORMAT, CheckpointError, load_checkpoint, load_state_strict, save_atomic
+from ppkt.checkpoint import BACKBONE_FORMAT, PRETRAIN_FORMAT, CheckpointError, load_checkpoint, load_state_strict, save_atomic
 from ppkt.train.distributed import Dist, training_process
 from ppkt.train.logging import MetricsLog, plot_loss_curve
 from ppkt.train.sampler import IterationBatchSampler, one_thread_worker

@@ -28,7 +28,7 @@ from tqdm import tqdm
 from ppkt.data.labels2d import DEFAULT_IMAGE_SIZE, DEFAULT_SCALE_RANGE, SegFrames, Teacher2DDataError, read_classes
 from ppkt.models.seg_teacher import SEG_ARCHS, SEG_TEACHER_VERSION, SegTeacher, load_seg_teacher
 from ppkt.models.teacher import TEACHER_CKPT_FORMAT
-from ppkt.train.checkpoint import save_atomic
+from ppkt.checkpoint import save_atomic
 from ppkt.train.logging import plot_loss_curve
 from ppkt.train.metrics import confusion_matrix, format_iou_table, segmentation_metrics
 from ppkt.train.sampler import IterationBatchSampler, one_thread_worker

@@ -5,7 +5,7 @@ import torch
 from ppkt.cli import main as cli_main
 from ppkt.models.pointcept import from_pointcept, to_pointcept
 from ppkt.models.sparse_unet import build_sparse_unet
-from ppkt.train.checkpoint import BACKBONE_FORMAT, CheckpointError, load_checkpoint, save_atomic
+from ppkt.checkpoint import BACKBONE_FORMAT, CheckpointError, load_checkpoint, save_atomic
 
 NARROW = [8, 16, 16, 32, 32, 16, 16, 16]
 

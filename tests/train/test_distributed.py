@@ -4,7 +4,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from ppkt.train.checkpoint import BACKBONE_FORMAT, load_checkpoint
+from ppkt.checkpoint import BACKBONE_FORMAT, load_checkpoint
 from ppkt.train.logging import read_metrics
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -11,7 +11,7 @@ from ppkt import cli
 from ppkt.config import load_config
 from ppkt.models.segmentor import Segmentor, load_backbone
 from ppkt.models.sparse_unet import build_sparse_unet
-from ppkt.train.checkpoint import BACKBONE_FORMAT, PRETRAIN_FORMAT, CheckpointError, save_atomic
+from ppkt.checkpoint import BACKBONE_FORMAT, PRETRAIN_FORMAT, CheckpointError, save_atomic
 from ppkt.train.finetune import add_finetune_commands, check_config, finetune
 from ppkt.train.finetune_config import FinetuneConfig
 from ppkt.train.logging import read_metrics

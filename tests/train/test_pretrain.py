@@ -11,7 +11,7 @@ from PIL import Image
 from ppkt.cli import main as cli_main
 from ppkt.config import load_config
 from ppkt.models.sparse_unet import build_sparse_unet
-from ppkt.train.checkpoint import BACKBONE_FORMAT, CheckpointError, load_checkpoint, load_state_strict
+from ppkt.checkpoint import BACKBONE_FORMAT, CheckpointError, load_checkpoint, load_state_strict
 from ppkt.train.logging import read_metrics
 from ppkt.train.pretrain import pretrain
 

@@ -16,7 +16,7 @@ from PIL import Image
 from ppkt.data.labels2d import SegFrames, Teacher2DDataError
 from ppkt.models.seg_teacher import SegTeacher, load_seg_teacher
 from ppkt.models.teacher import TeacherWeightsError, build_teacher
-from ppkt.train.checkpoint import CheckpointError, save_atomic
+from ppkt.checkpoint import CheckpointError, save_atomic
 from ppkt.train.logging import read_metrics
 from ppkt.train.metrics import confusion_matrix, segmentation_metrics
 from ppkt.train.teacher2d import add_teacher_commands, evaluate_teacher2d, train_teacher2d
