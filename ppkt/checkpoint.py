@@ -9,12 +9,13 @@ import torch
 from torch import nn
 
 from ppkt.atomic import atomic_path
+from ppkt.errors import UserError
 
 PRETRAIN_FORMAT = "ppkt-pretrain-checkpoint"
 BACKBONE_FORMAT = "ppkt-backbone"
 
 
-class CheckpointError(ValueError):
+class CheckpointError(UserError):
     """A checkpoint is missing, unreadable or made for another model; the message names the file."""
 
 

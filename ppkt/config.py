@@ -13,8 +13,10 @@ from typing import Any, List, Optional, Sequence
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from ppkt.errors import UserError
 
-class ConfigError(ValueError):
+
+class ConfigError(UserError):
     """A config file or override is invalid; the message names the file or key."""
 
 

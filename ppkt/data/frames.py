@@ -26,6 +26,7 @@ import numpy as np
 from PIL import Image
 
 from ppkt.atomic import is_partial
+from ppkt.errors import UserError
 
 __all__ = ["FrameError", "RGBDFrame", "FrameFolder", "open_frame_folder", "find_frame_folders",
            "read_color", "read_depth", "read_matrix", "resample_color_to_depth", "check_intrinsics", "check_pose"]
@@ -38,7 +39,7 @@ _COLOR_EXTS = (".jpg", ".jpeg", ".png")
 _7SCENES_RE = re.compile(r"^frame-(\d+)\.(color\.(?:jpg|jpeg|png)|depth\.png|pose\.txt)$")
 
 
-class FrameError(ValueError):
+class FrameError(UserError):
     """Bad RGB-D input; the message names the file(s) and the problem."""
 
 

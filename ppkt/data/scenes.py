@@ -27,9 +27,10 @@ from torch.utils.data import Dataset
 from ppkt.data.scene_augment import SceneAugment, augment_colors, augment_points, check_ranges, crop_nearest, majority_label
 from ppkt.geometry.voxelize import voxelize
 from ppkt.atomic import is_partial
+from ppkt.errors import UserError
 
 
-class SceneError(ValueError):
+class SceneError(UserError):
     """A scene folder, split or class set that cannot be used; the message names the file or folder."""
 
 

@@ -17,6 +17,7 @@ import torch
 import torchvision
 from torch import Tensor, nn
 
+from ppkt.errors import UserError
 from ppkt.imagenet import IMAGENET_MEAN, IMAGENET_STD
 
 TEACHER_ARCHS: tuple[str, ...] = ("resnet18", "resnet34", "resnet50", "resnet101", "efficientnet_lite0")
@@ -47,7 +48,7 @@ _KEY_PREFIXES = ("module.encoder_q.", "encoder_q.", "module.base_encoder.", "bas
 TEACHER_CKPT_FORMAT = "ppkt-teacher2d"
 
 
-class TeacherWeightsError(FileNotFoundError, ValueError):
+class TeacherWeightsError(FileNotFoundError, UserError):
     """Teacher weights are missing, unreadable, or belong to another architecture (message says what to do)."""
 
 
