@@ -30,6 +30,7 @@ from ppkt.synthetic.dataset import write_dataset
 from ppkt.train.finetune import finetune
 from ppkt.train.finetune_config import FinetuneConfig
 from ppkt.train.pretrain import pretrain
+from ppkt.train.run_dir import config_changes, finished_with, mark_finished, run_settings
 from ppkt.train.teacher2d import train_teacher2d
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -75,7 +76,9 @@ def main() -> None:
     teacher_ckpt, teacher_eval = out / "teacher2d" / "resnet18_fcn.pth", None
     if "synthetic-seg-teacher" in args.teachers:
         t = time.perf_counter()
-        if not teacher_ckpt.is_file():
+        trained = torch.load(teacher_ckpt, map_location="cpu", weights_only=True)["train"] if teacher_ckpt.is_file() else {}
+        if (trained.get("iterations"), trained.get("data_root"), trained.get("image_size")) != (
+                args.teacher_iterations, str(world), [240, 320]):  # reuse only the teacher these settings make
             train_teacher2d(world, teacher_ckpt, iterations=args.teacher_iterations, image_size=(240, 320))
             spent("teacher2d", t)
         teacher_eval = torch.load(teacher_ckpt, map_location="cpu", weights_only=True)["metrics"]["val"]
@@ -89,11 +92,14 @@ def main() -> None:
         for frame in args.frames:
             name = f"ppkt-{teacher}-{frame}"
             run, t = out / "pretrain" / name, time.perf_counter()
-            if not (run / "backbone.pth").is_file() or _iteration(run) < args.pretrain_iterations:
-                cfg = load_config(ROOT / "configs" / "pretrain_synthetic.yaml", [
-                    f"data.roots=[{world / 'frames'}]", f"data.frame={frame}", f"train.iterations={args.pretrain_iterations}",
-                    f"train.threads={args.threads}", f"train.out_dir={run}", *teachers[teacher]])
-                pretrain(cfg, resume=(run / "checkpoints" / "last.pt").is_file())
+            cfg = load_config(ROOT / "configs" / "pretrain_synthetic.yaml", [
+                f"data.roots=[{world / 'frames'}]", f"data.frame={frame}", f"train.iterations={args.pretrain_iterations}",
+                f"train.threads={args.threads}", f"train.out_dir={run}", *teachers[teacher]])
+            inputs = {"teacher": teacher_ckpt} if teacher == "synthetic-seg-teacher" else {}
+            settings = run_settings(cfg, inputs)
+            if not finished_with(run, settings, run / "backbone.pth"):
+                _pretrain_or_extend(cfg, run, settings)
+                mark_finished(run, settings)
                 spent("pretrain", t)
             backbones[name] = run / "backbone.pth"
 
@@ -105,15 +111,17 @@ def main() -> None:
                 tag = "" if args.backbone_lr is None else f"_blr{args.backbone_lr:g}"
                 run = out / "finetune" / f"{init}_f{fraction:g}_s{seed}{tag}"
                 metrics = run / "eval" / "metrics.json"
-                if not metrics.is_file():
-                    cfg = load_config(ROOT / "configs" / "finetune_synthetic.yaml", [
-                        f"data.root={world}", f"data.classes={world / 'classes.json'}", f"data.label_fraction={fraction}",
-                        f"train.seed={seed}", f"train.iterations={args.finetune_iterations}", "train.eval_every=0",
-                        "train.checkpoint_every=100000", "train.eval_ply=false", f"train.out_dir={run}",
-                        f"data.max_voxels={args.max_voxels}", f"train.threads={args.threads}",
-                        f"model.pretrained={backbone or 'null'}", *probe], FinetuneConfig)
+                cfg = load_config(ROOT / "configs" / "finetune_synthetic.yaml", [
+                    f"data.root={world}", f"data.classes={world / 'classes.json'}", f"data.label_fraction={fraction}",
+                    f"train.seed={seed}", f"train.iterations={args.finetune_iterations}", "train.eval_every=0",
+                    "train.checkpoint_every=100000", "train.eval_ply=false", f"train.out_dir={run}",
+                    f"data.max_voxels={args.max_voxels}", f"train.threads={args.threads}",
+                    f"model.pretrained={backbone or 'null'}", *probe], FinetuneConfig)
+                settings = run_settings(cfg, {"backbone": backbone} if backbone else {})
+                if not finished_with(run, settings, metrics):  # any other setting: run it again
                     t = time.perf_counter()
-                    finetune(cfg)
+                    finetune(cfg, overwrite=True)
+                    mark_finished(run, settings)
                     spent("finetune", t)
                 results.setdefault(init, {}).setdefault(fraction, []).append(json.loads(metrics.read_text())["miou"])
 
@@ -123,9 +131,14 @@ def main() -> None:
     print(report)
 
 
-def _iteration(run: Path) -> int:
-    path = run / "checkpoints" / "last.pt"
-    return int(torch.load(path, map_location="cpu", weights_only=True)["iteration"]) if path.is_file() else 0
+def _pretrain_or_extend(cfg, run: Path, settings: dict) -> None:
+    """Continue a stopped run made with the same settings (train.iterations may differ: resuming is exact, and a
+    shorter earlier run is its prefix); anything else starts over."""
+    last = run / "checkpoints" / "last.pt"
+    state = torch.load(last, map_location="cpu", weights_only=True) if last.is_file() else None
+    same = state is not None and not config_changes(state["config"], settings["config"], ["train.iterations"]) \
+        and state["iteration"] <= cfg.train.iterations
+    pretrain(cfg, resume=same, overwrite=not same)
 
 
 def write_report(results: dict, teacher_eval: Optional[dict], clock: dict, args, docs: Path) -> str:
@@ -160,7 +173,8 @@ def write_report(results: dict, teacher_eval: Optional[dict], clock: dict, args,
     minutes = ", ".join(f"{k} {v / 60:.1f} min" for k, v in clock.items()) + f"; total {sum(clock.values()) / 60:.1f} min (2 CPU cores)"
     teacher_line = [] if teacher_eval is None else [
         f"2D teacher (ResNet-18 FCN on rendered labels, {args.teacher_iterations} iterations): held-out pixel accuracy "
-        f"{100 * teacher_eval.get('pixel_accuracy', float('nan')):.1f} %, mIoU {100 * teacher_eval.get('mean_iou', float('nan')):.1f} %.", ""]
+        f"{100 * teacher_eval.get('allacc', teacher_eval.get('pixel_accuracy', float('nan'))):.1f} %, "  # old key: pixel_accuracy
+        f"mIoU {100 * teacher_eval.get('miou', teacher_eval.get('mean_iou', float('nan'))):.1f} %.", ""]  # old: mean_iou
     text = "\n".join([
         "# Transfer benchmark (synthetic world)", "",
         f"{args.scenes} scenes x {args.frames_per_scene} frames; PPKT {args.pretrain_iterations} iterations "

@@ -2,8 +2,9 @@
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, Mapping
+from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
 
 import torch
 from torch import nn
@@ -44,16 +45,52 @@ def load_checkpoint(path: str | Path, expected_format: str) -> Dict[str, Any]:
     return state
 
 
-def load_state_strict(module: nn.Module, state: Mapping[str, torch.Tensor], path: str | Path, what: str) -> None:
-    """load_state_dict that fails with a readable list of missing, unexpected and mis-shaped keys."""
-    own = module.state_dict()
-    missing = [k for k in own if k not in state]
-    unexpected = [k for k in state if k not in own]
-    shapes = [f"{k}: file {tuple(state[k].shape)} vs model {tuple(own[k].shape)}" for k in own if k in state and state[k].shape != own[k].shape]
-    if missing or unexpected or shapes:
-        lines = [f"{path}: the {what} in this file does not fit the model built from the config"]
-        for label, keys in (("missing", missing), ("unexpected", unexpected), ("shape mismatch", shapes)):
+@dataclass
+class KeyComparison:
+    """A file's state dict against a model's: keys in both with equal shapes, and the three kinds of difference."""
+
+    matched: List[str] = field(default_factory=list)  # in both, same shape (file order)
+    missing: List[str] = field(default_factory=list)  # in the model, not in the file (model order)
+    unexpected: List[str] = field(default_factory=list)  # in the file, not in the model (file order)
+    mismatched: List[Tuple[str, tuple, tuple]] = field(default_factory=list)  # (key, file shape, model shape)
+
+    def problems(self, shown: int = 5) -> List[str]:
+        """One line per kind of difference, e.g. "missing keys (3): a, b, c" (at most `shown` keys, then "...")."""
+        lines = []
+        shapes = [f"{k}: file {a} vs model {b}" for k, a, b in self.mismatched]
+        for label, keys in (("missing keys", self.missing), ("unexpected keys", self.unexpected),
+                            ("shape mismatches", shapes)):
             if keys:
-                lines.append(f"  {label} ({len(keys)}): " + ", ".join(keys[:5]) + (" ..." if len(keys) > 5 else ""))
-        raise CheckpointError("\n".join(lines))
+                lines.append(f"{label} ({len(keys)}): " + ", ".join(keys[:shown]) + (" ..." if len(keys) > shown else ""))
+        return lines
+
+
+def compare_state_dicts(state: Mapping[str, torch.Tensor], model_state: Mapping[str, torch.Tensor],
+                        optional: Optional[Callable[[str], bool]] = None) -> KeyComparison:
+    """Compare a file's state dict with a model's (`module.state_dict()`) key by key and shape by shape.
+
+    Keys for which `optional(key)` is true (e.g. BatchNorm's num_batches_tracked) are never reported missing or
+    unexpected.
+    """
+    optional = optional or (lambda key: False)
+    out = KeyComparison()
+    for key, value in state.items():
+        if key not in model_state:
+            if not optional(key):
+                out.unexpected.append(key)
+        elif tuple(value.shape) != tuple(model_state[key].shape):
+            out.mismatched.append((key, tuple(value.shape), tuple(model_state[key].shape)))
+        else:
+            out.matched.append(key)
+    out.missing = [k for k in model_state if k not in state and not optional(k)]
+    return out
+
+
+def load_state_strict(module: nn.Module, state: Mapping[str, torch.Tensor], path: str | Path, what: str) -> None:
+    """load_state_dict that fails (CheckpointError naming the file) with a readable list of missing, unexpected and
+    mis-shaped keys."""
+    problems = compare_state_dicts(state, module.state_dict()).problems()
+    if problems:
+        lines = [f"{path}: the {what} in this file does not fit the model built from the config"]
+        raise CheckpointError("\n".join(lines + ["  " + p for p in problems]))
     module.load_state_dict(state)

@@ -1,120 +1,83 @@
-"""The `ppkt` command."""
+"""The `ppkt` command: the parser of every sub-command (ppkt.commands.*) and the error handling around them.
+
+Config overrides (`key=value`) may come anywhere among a command's options. Errors the user can fix
+(ppkt.errors.UserError) print as one ``ppkt: error: <message>`` line on stderr and exit 2, without a traceback.
+"""
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 from typing import List, Optional
 
-from ppkt.config import ConfigError, PretrainConfig, config_to_yaml, load_config
+from ppkt.commands import HelpFormatter, finetune, pointcept, prepare, pretrain, synth, teacher
+from ppkt.errors import Interrupted, UserError
 
-
-def _pretrain(args: argparse.Namespace) -> int:
-    from ppkt.train.pretrain import pretrain
-
-    cfg = load_config(args.config, args.overrides, PretrainConfig)
-    pretrain(cfg, resume=args.resume)
-    return 0
-
-
-def _show_config(args: argparse.Namespace) -> int:
-    print(config_to_yaml(load_config(args.config, args.overrides, PretrainConfig)), end="")
-    return 0
-
-
-def _frames(args: argparse.Namespace) -> int:
-    from ppkt.data.frames import find_frame_folders, open_frame_folder
-
-    total = 0
-    for folder in find_frame_folders(args.root):
-        frames = open_frame_folder(folder, layout=args.layout, depth_scale=args.depth_scale, stride=args.stride)
-        first = frames[0]
-        h, w = first.depth.shape
-        print(f"{folder}: {len(frames)} frames, layout {frames.layout}, {w}x{h}, fx={first.intrinsics[0, 0]:.1f}, "
-              f"pose {'yes' if first.pose is not None else 'no'}")
-        total += len(frames)
-    print(f"total: {total} frames")
-    return 0
-
-
-def _synth(args: argparse.Namespace) -> int:
-    from ppkt.synthetic.dataset import write_dataset
-
-    out = write_dataset(args.out, scenes=args.scenes, frames_per_scene=args.frames_per_scene, seed=args.seed,
-                        image_size=tuple(args.image_size), workers=args.workers, point_spacing=args.point_spacing,
-                        depth_noise=not args.no_depth_noise)
-    print(f"wrote {out}: frames in {out / 'frames'}, labelled scenes in {out / 'scenes'}")
-    return 0
+#: a config override: a dotted key, "=", a value (`train.iterations=100`, `data.roots=[a,b]`)
+OVERRIDE = re.compile(r"[A-Za-z_][\w.]*=")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="ppkt", description="Contrastive pixel-to-point knowledge transfer: pretrain 3D networks from 2D ones.")
+    parser = argparse.ArgumentParser(
+        prog="ppkt", formatter_class=HelpFormatter,
+        description="Contrastive pixel-to-point knowledge transfer: pretrain 3D networks from 2D ones.",
+        epilog="`ppkt COMMAND --help` lists a command's options with their defaults.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-
-    p = sub.add_parser("pretrain", help="pretrain a 3D student on RGB-D frames with a frozen 2D teacher")
-    p.add_argument("--config", required=True, help="YAML config, e.g. configs/pretrain_demo.yaml")
-    p.add_argument("--resume", action="store_true", help="continue from <train.out_dir>/checkpoints/last.pt")
-    p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. train.iterations=100")
-    p.set_defaults(func=_pretrain)
-
-    p = sub.add_parser("config", help="print the resolved config (file + overrides)")
-    p.add_argument("--config", default=None)
-    p.add_argument("overrides", nargs="*", metavar="key=value")
-    p.set_defaults(func=_show_config)
-
-    p = sub.add_parser("frames", help="list the RGB-D frame folders found under a directory")
-    p.add_argument("root")
-    p.add_argument("--layout", default="auto", choices=["auto", "scannet", "7scenes"])
-    p.add_argument("--depth-scale", type=float, default=1000.0, help="depth units per metre")
-    p.add_argument("--stride", type=int, default=1)
-    p.set_defaults(func=_frames)
-
-    p = sub.add_parser("synth", help="render a synthetic labelled RGB-D dataset (frames + 3D scenes)")
-    p.add_argument("--scenes", type=int, default=40)
-    p.add_argument("--frames-per-scene", type=int, default=25)
-    p.add_argument("--out", required=True)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--image-size", type=int, nargs=2, default=[240, 320], metavar=("H", "W"))
-    p.add_argument("--workers", type=int, default=2, help="processes rendering scenes in parallel")
-    p.add_argument("--point-spacing", type=float, default=0.02, help="metres between sampled scene points")
-    p.add_argument("--no-depth-noise", action="store_true", help="exact depth, no sensor noise or holes")
-    p.set_defaults(func=_synth)
-
-    from ppkt.train.teacher2d import add_teacher_commands
-
-    add_teacher_commands(sub)
-
-    from ppkt.train.finetune import add_finetune_commands
-
-    add_finetune_commands(sub)
-
-    from ppkt.models.pointcept import add_pointcept_commands
-
-    add_pointcept_commands(sub)
-
-    from ppkt.prepare.cli import add_prepare_commands
-
-    add_prepare_commands(sub)
+    for group in (pretrain, synth, teacher, finetune, pointcept, prepare):
+        group.add_commands(sub)
     return parser
+
+
+def parse_args(parser: argparse.ArgumentParser, argv: Optional[List[str]] = None) -> argparse.Namespace:
+    """parser.parse_args, but a command's `key=value` overrides may also follow or sit between its options.
+
+    (argparse fills the `overrides` positional with the first run of them only, and subcommands rule out
+    parse_intermixed_args.) Any other leftover argument is the usual "unrecognized arguments" error, exit 2.
+    """
+    args, extras = parser.parse_known_args(argv)
+    takes_overrides = hasattr(args, "overrides")
+    unknown = [a for a in extras if not (takes_overrides and OVERRIDE.match(a))]
+    if unknown:
+        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+    if takes_overrides:
+        args.overrides = list(args.overrides or []) + extras
+    return args
+
+
+def user_message(err: BaseException) -> str:
+    """The message of an error, without the wrapper torch adds to one raised in a DataLoader worker process.
+
+    torch re-raises it in the main process as the same type with the message "Caught <Type> in DataLoader worker
+    process N.\\nOriginal Traceback (most recent call last):\\n ...\\n<module>.<Type>: <message>"; this returns
+    <message>.
+    """
+    text = str(err)
+    while text.startswith("Caught ") and "\nOriginal Traceback (most recent call last):" in text:
+        cls = type(err)
+        name = cls.__qualname__ if cls.__module__ in ("builtins", "__main__") else f"{cls.__module__}.{cls.__qualname__}"
+        start = text.rfind(f"\n{name}: ")
+        if start < 0:
+            break
+        text = text[start + len(name) + 3:].rstrip("\n")
+    return text
 
 
 def main(argv: Optional[List[str]] = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parse_args(parser, argv)
     if args.command is None:
         parser.print_help()
         return 0
-    from ppkt.data.frames import FrameError
-    from ppkt.data.scenes import SceneError
-    from ppkt.models.teacher import TeacherWeightsError
-    from ppkt.checkpoint import CheckpointError
-
     try:
         return args.func(args)
-    except (ConfigError, FrameError, SceneError, CheckpointError, TeacherWeightsError, argparse.ArgumentTypeError) as err:
-        print(f"ppkt: error: {err}", file=sys.stderr)
+    except (UserError, argparse.ArgumentTypeError) as err:
+        print(f"ppkt: error: {user_message(err)}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("ppkt: interrupted; resume with --resume from the last checkpoint", file=sys.stderr)
+    except Interrupted as err:
+        print(f"ppkt: {err}", file=sys.stderr)
+        return err.exit_code
+    except KeyboardInterrupt:  # not a training run: those take over Ctrl-C and raise Interrupted, saying what they saved
+        print("ppkt: interrupted", file=sys.stderr)
         return 130
 
 

@@ -80,7 +80,7 @@ class TrainConfig:
     batch_size: int = 24  # frames per iteration, over all processes
     workers: int = 4
     seed: int = 0
-    device: str = "auto"  # "auto" | "cpu" | "cuda"
+    device: str = "auto"  # "auto" | "cpu" | "cuda" | "cuda:N"
     amp: bool = False  # mixed precision on CUDA
     threads: int = 0  # torch CPU threads, 0 = torch's default
     log_every: int = 10
@@ -99,8 +99,129 @@ class PretrainConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
 
 
+# ------------------------------------------------------------------------------------------------ checks
+class Checks:
+    """Collects `key: problem` lines; `done()` raises one ConfigError listing them all."""
+
+    def __init__(self) -> None:
+        self.problems: List[str] = []
+
+    def need(self, ok: bool, key: str, problem: str) -> None:
+        if not ok:
+            self.problems.append(f"{key}: {problem}")
+
+    def positive(self, value: Any, key: str) -> None:
+        self.need(isinstance(value, (int, float)) and value > 0, key, f"must be > 0, got {value}")
+
+    def at_least(self, value: Any, low: int, key: str) -> None:
+        self.need(isinstance(value, int) and value >= low, key, f"must be an integer >= {low}, got {value}")
+
+    def choice(self, value: Any, allowed: Sequence[str], key: str) -> None:
+        self.need(value in allowed, key, f"must be one of {', '.join(map(str, allowed))}; got {value!r}")
+
+    def range_pair(self, value: Sequence[float], key: str) -> None:
+        self.need(len(value) == 2 and 0 < value[0] <= value[1], key, f"must be [low, high] with 0 < low <= high, got {list(value)}")
+
+    def device(self, value: str, key: str) -> None:
+        """The device exists here (asks torch only when the value names CUDA)."""
+        from ppkt.train.distributed import device_problem
+
+        problem = device_problem(value)
+        self.need(problem is None, key, str(problem))
+
+    def channels(self, value: Optional[Sequence[int]], key: str) -> None:
+        self.need(value is None or (len(value) == 8 and min(value) >= 1), key,
+                  f"must be null or 8 positive widths (4 encoder + 4 decoder stages), got {value}")
+
+    def done(self) -> None:
+        if self.problems:
+            raise ConfigError("\n".join(self.problems))
+
+
+def check_data(d: DataConfig, c: Checks) -> None:
+    c.need(len(d.roots) > 0, "data.roots", "is empty; give the frame folders to pretrain on, e.g. data.roots=[data/7scenes-redkitchen]")
+    c.choice(d.layout, ("auto", "scannet", "7scenes"), "data.layout")
+    c.positive(d.depth_scale, "data.depth_scale")
+    c.positive(d.max_depth, "data.max_depth")
+    c.at_least(d.stride, 1, "data.stride")
+    c.need(len(d.image_size) == 2 and min(d.image_size) >= 1, "data.image_size", f"must be [H, W] in pixels, both >= 1, got {list(d.image_size)}")
+    c.positive(d.voxel_size, "data.voxel_size")
+    c.choice(d.frame, ("camera", "world"), "data.frame")
+
+
+def check_augment(a: AugmentConfig, c: Checks) -> None:
+    c.need(0 <= a.flip <= 1, "augment.flip", f"is a probability, must be in [0, 1], got {a.flip}")
+    c.range_pair(a.resize, "augment.resize")
+    c.need(a.rotation >= 0, "augment.rotation", f"must be >= 0 radians, got {a.rotation}")
+    c.range_pair(a.scale, "augment.scale")
+    c.need(all(len(p) == 2 and min(p) > 0 for p in a.elastic), "augment.elastic",
+           f"must be a list of [granularity, magnitude] pairs in metres, all > 0, got {[list(p) for p in a.elastic]}")
+
+
+def check_teacher(t: TeacherConfig, c: Checks) -> None:
+    from ppkt.models.catalog import TEACHER_ARCHS, teacher_stages
+
+    arch = t.arch.lower().replace("-", "_")
+    c.choice(arch, TEACHER_ARCHS, "teacher.arch")
+    if arch in TEACHER_ARCHS and t.stage is not None:
+        c.choice(t.stage, teacher_stages(arch), "teacher.stage")
+    if t.weights not in ("imagenet", "none"):
+        c.need(Path(t.weights).expanduser().is_file(), "teacher.weights", f"file {t.weights} not found (or use imagenet / none)")
+
+
+def check_student(arch: str, channels: Optional[Sequence[int]], c: Checks, section: str = "student") -> None:
+    from ppkt.models.catalog import SR_UNET_LAYERS
+
+    c.choice(arch, tuple(SR_UNET_LAYERS), f"{section}.arch")
+    c.channels(channels, f"{section}.channels")
+
+
+def check_loss(l: LossConfig, c: Checks) -> None:
+    from ppkt.models.catalog import PROJECTIONS
+
+    c.at_least(l.embed_dim, 1, "loss.embed_dim")
+    c.at_least(l.n_sub, 2, "loss.n_sub")
+    c.positive(l.temperature, "loss.temperature")
+    c.choice(l.projection, PROJECTIONS, "loss.projection")
+
+
+def check_optim(o: OptimConfig, c: Checks) -> None:
+    c.positive(o.lr, "optim.lr")
+    c.need(0 <= o.momentum < 1, "optim.momentum", f"must be in [0, 1), got {o.momentum}")
+    c.need(o.weight_decay >= 0, "optim.weight_decay", f"must be >= 0, got {o.weight_decay}")
+    c.need(0 < o.lr_gamma <= 1, "optim.lr_gamma", f"must be in (0, 1], got {o.lr_gamma}")
+    c.at_least(o.lr_step, 1, "optim.lr_step")
+
+
+def check_train(t: Any, c: Checks) -> None:
+    """The run keys shared by pretraining and fine-tuning (TrainConfig, FinetuneTrainConfig)."""
+    c.at_least(t.iterations, 1, "train.iterations")
+    c.at_least(t.batch_size, 1, "train.batch_size")
+    c.at_least(t.workers, 0, "train.workers")
+    c.at_least(t.threads, 0, "train.threads")
+    c.at_least(t.log_every, 1, "train.log_every")
+    c.at_least(t.checkpoint_every, 1, "train.checkpoint_every")
+    c.device(t.device, "train.device")
+    c.need(t.out_dir.strip() != "", "train.out_dir", "is empty")
+
+
+def validate_pretrain(cfg: PretrainConfig) -> PretrainConfig:
+    """Every check that needs no data and no model, one function per section; ConfigError lists all problems."""
+    c = Checks()
+    check_data(cfg.data, c)
+    check_augment(cfg.augment, c)
+    check_teacher(cfg.teacher, c)
+    check_student(cfg.student.arch, cfg.student.channels, c)
+    check_loss(cfg.loss, c)
+    check_optim(cfg.optim, c)
+    check_train(cfg.train, c)
+    c.done()
+    return cfg
+
+
 def load_config(path: str | Path | None, overrides: Sequence[str] = (), schema: type = PretrainConfig) -> Any:
-    """Schema defaults <- YAML file <- `a.b=value` overrides; returns a typed `schema` instance."""
+    """Schema defaults <- YAML file <- `a.b=value` overrides; returns a typed `schema` instance (not yet validated:
+    `validate_pretrain` / `ppkt.train.finetune_config.validate_finetune` check the values)."""
     merged = OmegaConf.structured(schema)
     try:
         if path is not None:

@@ -25,15 +25,13 @@ from torch.utils.data import Dataset
 
 from ppkt.data.frames import FrameError, open_frame_folder, read_color
 from ppkt.imagenet import IMAGENET_MEAN
+# Training-crop defaults of `SegFrames`, also those of `ppkt.train.teacher2d.train_teacher2d` (see its docstring).
+from ppkt.teacher2d_defaults import DEFAULT_IMAGE_SIZE, DEFAULT_SCALE_RANGE
 
 __all__ = ["Teacher2DDataError", "SegFrames", "read_classes", "read_split", "read_label",
            "DEFAULT_IMAGE_SIZE", "DEFAULT_SCALE_RANGE"]
 
 _COLOR_EXTS = (".jpg", ".jpeg", ".png")
-
-# Training-crop defaults of `SegFrames`, also those of `ppkt.train.teacher2d.train_teacher2d` (see its docstring).
-DEFAULT_IMAGE_SIZE = (240, 320)
-DEFAULT_SCALE_RANGE = (0.75, 1.5)
 
 
 class Teacher2DDataError(FrameError):

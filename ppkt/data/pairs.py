@@ -8,7 +8,7 @@ voxel form a positive pair.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import List, Sequence, Tuple
 
 import torch
@@ -32,6 +32,7 @@ class PairSample:
     origin: Tensor  # (3,) metres of voxel index 0, in the augmented 3D frame
     image_transform: ImageTransform  # the 2D augmentation drawn for this sample
     point_transform: PointTransform  # the 3D augmentation drawn for this sample
+    replaced: List[Tuple[str, str]] = field(default_factory=list)  # (frame, reason) of unusable frames passed over
 
 
 def make_sample(frame: RGBDFrame, data: DataConfig, aug: AugmentConfig, generator: torch.Generator) -> PairSample:
@@ -60,7 +61,7 @@ def make_sample(frame: RGBDFrame, data: DataConfig, aug: AugmentConfig, generato
 
 
 class FramePairs(Dataset):
-    """All frames below `data.roots`; item key = (frame index, sample seed) -> PairSample or (source, error)."""
+    """All frames below `data.roots`; item key = (frame index, sample seed) -> PairSample."""
 
     def __init__(self, data: DataConfig, aug: AugmentConfig):
         if not data.roots:
@@ -80,14 +81,23 @@ class FramePairs(Dataset):
     def __len__(self) -> int:
         return len(self.index)
 
-    def __getitem__(self, key: Tuple[int, int]):
+    def __getitem__(self, key: Tuple[int, int]) -> PairSample:
+        """The sample of frame `index` drawn with `seed`; an unusable frame is replaced by the next usable one
+        (index + 1, index + 2, ... with the same seed: the same replacement in every run, process and worker),
+        and the frames passed over are listed in the sample's `replaced`. FrameError if no frame is usable."""
         index, seed = key
-        folder, i = self.index[index]
-        generator = torch.Generator().manual_seed(seed)
-        try:
-            return make_sample(self.folders[folder][i], self.data, self.aug, generator)
-        except FrameError as err:
-            return (f"{self.folders[folder].root} frame {i}", str(err))
+        replaced: List[Tuple[str, str]] = []
+        for step in range(len(self.index)):
+            folder, i = self.index[(index + step) % len(self.index)]
+            try:
+                sample = make_sample(self.folders[folder][i], self.data, self.aug, torch.Generator().manual_seed(seed))
+            except FrameError as err:
+                replaced.append((f"{self.folders[folder].root} frame {self.folders[folder].names[i]}", str(err)))
+                continue
+            sample.replaced = replaced
+            return sample
+        raise FrameError(f"none of the {len(self.index)} frames under {list(self.data.roots)} is usable; the first: "
+                         f"{replaced[0][1]}")
 
 
 @dataclass
@@ -97,7 +107,7 @@ class PairBatch:
     feats: Tensor  # (M, 3)
     pixel: Tensor  # (M,) int64 flat pixel index within its image
     voxel_batch: Tensor  # (M,) int64 image of each voxel
-    skipped: List[Tuple[str, str]]  # (frame, reason) of frames dropped from this batch
+    skipped: List[Tuple[str, str]]  # (frame, reason) of unusable frames replaced in this batch
 
     @property
     def batch_size(self) -> int:
@@ -108,12 +118,8 @@ class PairBatch:
         return PairBatch(move(self.images), move(self.coords), move(self.feats), move(self.pixel), move(self.voxel_batch), self.skipped)
 
 
-def collate_pairs(items: Sequence) -> PairBatch:
-    """Stack the valid samples; frames that failed are listed in `skipped` (batch_size 0 if all failed)."""
-    samples = [s for s in items if isinstance(s, PairSample)]
-    skipped = [s for s in items if not isinstance(s, PairSample)]
-    if not samples:
-        return PairBatch(torch.empty(0), torch.empty(0, 4, dtype=torch.int32), torch.empty(0, 3), torch.empty(0, dtype=torch.long), torch.empty(0, dtype=torch.long), skipped)
+def collate_pairs(samples: Sequence[PairSample]) -> PairBatch:
+    """Stack samples: voxels of sample b follow those of sample b - 1, with batch index b in coords[:, 0]."""
     voxel_batch = torch.cat([torch.full((s.coords.shape[0],), b, dtype=torch.long) for b, s in enumerate(samples)])
     coords = torch.cat([voxel_batch[:, None].int(), torch.cat([s.coords for s in samples])], dim=1)
     return PairBatch(
@@ -122,5 +128,5 @@ def collate_pairs(items: Sequence) -> PairBatch:
         feats=torch.cat([s.feats for s in samples]),
         pixel=torch.cat([s.pixel for s in samples]),
         voxel_batch=voxel_batch,
-        skipped=skipped,
+        skipped=[r for s in samples for r in s.replaced],
     )

@@ -1,8 +1,8 @@
 """3D semantic segmentation scenes for fine-tuning (ScanNet, S3DIS, the synthetic world; Pointcept layout).
 
-One folder per scene: ``coord.npy`` (N, 3) float metres (z up), ``color.npy`` (N, 3) uint8 or float 0-255,
-``normal.npy`` (N, 3) optional (not used as input), and the labels in ``<class_set.segment_key>.npy`` (N,) int
-(``segment20`` for ScanNet, ``segment`` for S3DIS and the synthetic world; -1 = ignore).
+One folder per scene: ``coord.npy`` (N, 3) float metres (z up), ``color.npy`` (N, 3) uint8 or float 0-255, and
+the labels in ``<class_set.segment_key>.npy`` (N,) int (``segment20`` for ScanNet, ``segment`` for S3DIS and the
+synthetic world; -1 = ignore). Other files (``normal.npy``, ``instance.npy``, ...) are not read.
 
 Voxel features and labels (the same in training and evaluation): the voxel's feature is the mean colour of its
 points, RGB / 255 - 0.5 in [-0.5, 0.5] (the convention of PPKT pretraining); its label is the majority label of
@@ -210,7 +210,6 @@ class SceneArrays:
     coord: np.ndarray  # (N, 3) float32 metres
     color: np.ndarray  # (N, 3) float32 0-255
     segment: np.ndarray  # (N,) int64, -1 ignore
-    normal: Optional[np.ndarray] = None  # (N, 3) float32, when normal.npy exists
 
 
 def _load(path: Path, mmap: bool = False) -> np.ndarray:
@@ -228,8 +227,6 @@ def check_scene(folder: Path, classes: ClassSet) -> int:
     if not folder.is_dir():
         raise SceneError(f"scene folder {folder} does not exist")
     files = {"coord": 3, "color": 3, classes.segment_key: 1}
-    if (folder / "normal.npy").is_file():
-        files["normal"] = 3
     n = None
     for stem, width in files.items():
         path = folder / f"{stem}.npy"
@@ -254,10 +251,9 @@ def load_scene(folder: Union[str, Path], classes: ClassSet) -> SceneArrays:
     color = _load(folder / "color.npy").astype(np.float32)
     seg_path = folder / f"{classes.segment_key}.npy"
     segment = classes.map_labels(_load(seg_path), str(seg_path))
-    normal = _load(folder / "normal.npy").astype(np.float32) if (folder / "normal.npy").is_file() else None
     if not np.isfinite(coord).all():
         raise SceneError(f"{folder / 'coord.npy'} holds NaN or infinite coordinates")
-    return SceneArrays(coord, np.clip(color, 0.0, 255.0), segment, normal)
+    return SceneArrays(coord, np.clip(color, 0.0, 255.0), segment)
 
 
 # ------------------------------------------------------------------------------------------ dataset
@@ -301,13 +297,11 @@ class SegScenes(Dataset):
             self.augment = SceneAugment() if augment else None
         if self.augment is not None:
             check_ranges(self.augment)
-        self.num_points = [check_scene(s, self.classes) for s in self.scenes]
+        for scene in self.scenes:
+            check_scene(scene, self.classes)
 
     def __len__(self) -> int:
         return len(self.scenes)
-
-    def names(self) -> List[str]:
-        return [s.name for s in self.scenes]
 
     def __getitem__(self, key: Union[int, Tuple[int, int]]) -> SceneSample:
         index, seed = (key, self.seed) if isinstance(key, (int, np.integer)) else key

@@ -6,7 +6,6 @@ backbone, which a pretrained export does not have (it stays new, as in ppkt's ow
 """
 from __future__ import annotations
 
-import argparse
 import re
 from collections import OrderedDict
 from pathlib import Path
@@ -16,7 +15,7 @@ import torch
 from torch import Tensor
 
 from ppkt.models.sparse_unet import SR_UNET_LAYERS, build_sparse_unet
-from ppkt.checkpoint import BACKBONE_FORMAT, CheckpointError, load_checkpoint, load_state_strict, save_atomic
+from ppkt.checkpoint import BACKBONE_FORMAT, CheckpointError, load_state_strict
 
 
 def to_pointcept(export: Mapping) -> Dict:
@@ -47,6 +46,17 @@ def from_pointcept(checkpoint: Mapping, path: str | Path) -> Dict:
             "state_dict": state, "pretrain": {"imported_from": str(path)}}
 
 
+def read_pointcept(path: str | Path) -> Dict:
+    """from_pointcept of the checkpoint file at `path`, read without unpickling code."""
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise CheckpointError(f"{path}: checkpoint not found") from None
+    except Exception as err:
+        raise CheckpointError(f"{path}: cannot read it without unpickling code ({type(err).__name__})") from None
+    return from_pointcept(checkpoint, path)
+
+
 def _layout(state: Mapping[str, Tensor]) -> tuple:
     """(blocks per stage, channels) read off the keys and weight shapes (spconv weights are [out, k, k, k, in])."""
     blocks: Dict[tuple, set] = {}
@@ -59,35 +69,3 @@ def _layout(state: Mapping[str, Tensor]) -> tuple:
     channels = [int(state[f"down.{s}.0.weight"].shape[0]) for s in range(stages)]
     channels += [int(state[f"dec.{s}.block0.conv1.weight"].shape[0]) for s in reversed(range(stages))]
     return layers, channels
-
-
-def _export_cmd(args: argparse.Namespace) -> int:
-    out = save_atomic(to_pointcept(load_checkpoint(args.backbone, BACKBONE_FORMAT)), args.out)
-    print(f"wrote {out}: load it in Pointcept with weight='{out}' (SpUNet-v1m1, see docs/pointcept.md)")
-    return 0
-
-
-def _import_cmd(args: argparse.Namespace) -> int:
-    try:
-        checkpoint = torch.load(args.checkpoint, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise CheckpointError(f"{args.checkpoint}: checkpoint not found") from None
-    except Exception as err:
-        raise CheckpointError(f"{args.checkpoint}: cannot read it without unpickling code ({type(err).__name__})") from None
-    export = from_pointcept(checkpoint, args.checkpoint)
-    out = save_atomic(export, args.out)
-    print(f"wrote {out}: {export['arch']} {export['channels']}, fine-tune with --pretrained {out}")
-    return 0
-
-
-def add_pointcept_commands(subparsers) -> None:
-    p = subparsers.add_parser("pointcept", help="convert backbones to / from Pointcept's SpUNet-v1m1")
-    sub = p.add_subparsers(dest="pointcept_command", metavar="ACTION", required=True)
-    e = sub.add_parser("export", help="ppkt backbone.pth -> a Pointcept weight file")
-    e.add_argument("--backbone", required=True, help="backbone.pth written by ppkt pretrain")
-    e.add_argument("--out", required=True)
-    e.set_defaults(func=_export_cmd)
-    i = sub.add_parser("import", help="a Pointcept SpUNet-v1m1 checkpoint -> a ppkt backbone export")
-    i.add_argument("--checkpoint", required=True)
-    i.add_argument("--out", required=True)
-    i.set_defaults(func=_import_cmd)

@@ -18,10 +18,10 @@ from torch import Tensor, nn
 from ppkt.imagenet import IMAGENET_MEAN, IMAGENET_STD
 from ppkt.models.teacher import TEACHER_CKPT_FORMAT, build_teacher
 from ppkt.checkpoint import CheckpointError, load_checkpoint, load_state_strict
+from ppkt.teacher2d_defaults import SEG_ARCHS
 
 __all__ = ["SEG_ARCHS", "SEG_TEACHER_VERSION", "FCNHead", "SegTeacher", "load_seg_teacher"]
 
-SEG_ARCHS: Tuple[str, ...] = ("resnet18", "resnet34", "resnet50")
 SEG_TEACHER_VERSION = 1
 _EXPANSION = {"resnet18": 1, "resnet34": 1, "resnet50": 4}
 _STAGES = ("layer1", "layer2", "layer3", "layer4")

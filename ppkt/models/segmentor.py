@@ -9,7 +9,7 @@ from typing import List, Sequence, Tuple
 from torch import Tensor, nn
 
 from ppkt.models.sparse_unet import build_sparse_unet
-from ppkt.checkpoint import BACKBONE_FORMAT, PRETRAIN_FORMAT, CheckpointError, load_checkpoint
+from ppkt.checkpoint import BACKBONE_FORMAT, PRETRAIN_FORMAT, CheckpointError, compare_state_dicts, load_checkpoint
 
 __all__ = ["Segmentor", "LoadReport", "load_backbone"]
 
@@ -74,19 +74,10 @@ def load_backbone(segmentor: Segmentor, path: str | Path) -> LoadReport:
     if not isinstance(export.get("state_dict"), dict):
         raise CheckpointError(f"{path}: no 'state_dict' in this backbone export")
     state = {k[len("module."):] if k.startswith("module.") else k: v for k, v in export["state_dict"].items()}
-    own = segmentor.state_dict()
-    report = LoadReport(str(path))
-    matched = {}
-    for key, value in state.items():
-        full = "backbone." + key
-        if full not in own:
-            report.unexpected.append(full)
-        elif tuple(value.shape) != tuple(own[full].shape):
-            report.mismatched.append((full, tuple(value.shape), tuple(own[full].shape)))
-        else:
-            matched[full] = value
-    report.loaded = list(matched)
-    report.missing = [k for k in own if k not in matched and k not in {m[0] for m in report.mismatched}]
+    full = {"backbone." + k: v for k, v in state.items()}
+    diff = compare_state_dicts(full, segmentor.state_dict())
+    report = LoadReport(str(path), diff.matched, diff.missing, diff.unexpected, diff.mismatched)
+    matched = {k: full[k] for k in diff.matched}
     if not matched:
         raise CheckpointError(f"{path}: no tensor of this file matches the {segmentor.arch} backbone "
                               f"({len(state)} keys in the file, e.g. {', '.join(list(state)[:3]) or 'none'})")

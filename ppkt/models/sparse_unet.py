@@ -23,16 +23,11 @@ from typing import Sequence
 import torch
 from torch import Tensor, nn
 
+from ppkt.models.catalog import DEFAULT_CHANNELS, SR_UNET_LAYERS
 from ppkt.models.spconv_cpu import default_conv_algo, spconv
 
 __all__ = ["SparseResUNet", "BasicBlock", "build_sparse_unet", "SR_UNET_LAYERS", "DEFAULT_CHANNELS"]
 
-DEFAULT_CHANNELS = (32, 64, 128, 256, 256, 128, 96, 96)
-SR_UNET_LAYERS = {
-    "SR-UNet14": (1, 1, 1, 1, 1, 1, 1, 1),
-    "SR-UNet18": (2, 2, 2, 2, 2, 2, 2, 2),
-    "SR-UNet34": (2, 3, 4, 6, 2, 2, 2, 2),
-}
 
 
 def _bn(channels: int) -> nn.BatchNorm1d:

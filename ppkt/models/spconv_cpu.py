@@ -2,7 +2,7 @@
 
 Use ``from ppkt.models.spconv_cpu import spconv`` instead of ``import spconv.pytorch as spconv``.
 Importing this module applies :func:`apply_spconv_cpu_patch` once. It fixes two bugs of spconv 2.3.8
-on CPU (both measured, see ``shared/REFERENCE.md``):
+on CPU (both measured; tests/models/test_spconv_cpu.py fails without the patch):
 
 1. ``spconv.pytorch.ops.indice_conv_backward`` calls ``get_current_stream()``, i.e.
    ``torch.cuda.current_stream()``, unconditionally; without an NVIDIA driver that raises.
@@ -27,6 +27,7 @@ tensors under a CUDA build of spconv take spconv's C++ GEMM path, which this pat
 
 from __future__ import annotations
 
+import logging
 import sys
 
 import torch
@@ -42,6 +43,27 @@ __all__ = ["spconv", "apply_spconv_cpu_patch", "default_conv_algo", "patch_appli
 # spconv's originals (looked through our own wrappers, so a module reload cannot stack patches)
 _ORIG_GET_CURRENT_STREAM = getattr(_cppcore.get_current_stream, "_ppkt_original", _cppcore.get_current_stream)
 _ORIG_SPCONV_OPS = getattr(_ops.SpconvOps, "_ppkt_original", _ops.SpconvOps)
+
+
+class _FxTracingWarningFilter(logging.Filter):
+    """Drops torch.fx's "is_fx_tracing will return true for both fx.symbolic_trace and torch.export ..." warning.
+
+    Why: spconv's ``SparseConvTensor`` has torch.fx's ``ProxyableClassMeta`` as its metaclass, whose ``__call__``
+    runs ``torch.fx._symbolic_trace.is_fx_tracing()`` on every construction; that function logs this warning
+    (once per process, through the logger "torch.fx._symbolic_trace"), so every ppkt command printed it although
+    nothing is ever traced. Any other message of that logger passes.
+    """
+
+    ppkt_fx_tracing = True  # marks it, so a module reload does not add a second one
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("is_fx_tracing will return true")
+
+
+def _silence_fx_tracing_warning() -> None:
+    logger = logging.getLogger("torch.fx._symbolic_trace")
+    if not any(getattr(f, "ppkt_fx_tracing", False) for f in logger.filters):
+        logger.addFilter(_FxTracingWarningFilter())
 
 
 def _cuda_usable() -> bool:
@@ -129,3 +151,4 @@ def default_conv_algo() -> ConvAlgo | None:
 
 
 apply_spconv_cpu_patch()
+_silence_fx_tracing_warning()

@@ -17,13 +17,13 @@ import torch
 import torchvision
 from torch import Tensor, nn
 
+from ppkt.checkpoint import compare_state_dicts
 from ppkt.errors import UserError
 from ppkt.imagenet import IMAGENET_MEAN, IMAGENET_STD
+from ppkt.models.catalog import EFFNET_STAGES, RESNET_STAGES, TEACHER_ARCHS, teacher_stages
 
-TEACHER_ARCHS: tuple[str, ...] = ("resnet18", "resnet34", "resnet50", "resnet101", "efficientnet_lite0")
 
 
-RESNET_STAGES: tuple[str, ...] = ("layer1", "layer2", "layer3", "layer4")
 RESNET_STRIDES = {"layer1": 4, "layer2": 8, "layer3": 16, "layer4": 32}
 _RESNET_WIDTHS = {"layer1": 64, "layer2": 128, "layer3": 256, "layer4": 512}
 _RESNET_EXPANSION = {"resnet18": 1, "resnet34": 1, "resnet50": 4, "resnet101": 4}
@@ -34,7 +34,6 @@ _RESNET_WEIGHTS_ENUM = {
     "resnet101": "ResNet101_Weights",
 }
 
-EFFNET_STAGES: tuple[str, ...] = ("stage1", "stage2", "stage3", "stage4", "stage5")
 EFFNET_CHANNELS = {"stage1": 16, "stage2": 24, "stage3": 40, "stage4": 112, "stage5": 320}
 EFFNET_STRIDES = {"stage1": 2, "stage2": 4, "stage3": 8, "stage4": 16, "stage5": 32}
 EFFNET_TIMM_NAME = "tf_efficientnet_lite0"  # TF "same" padding variant, matches the converted TF weights
@@ -169,30 +168,15 @@ def _extract_state_dict(obj: Any, arch: str, path: Path) -> dict[str, Tensor]:
     return sd
 
 
-def _check_state_dict(sd: Mapping[str, Tensor], expected: Mapping[str, Tensor], arch: str, path: Path | str) -> None:
-    """Raise TeacherWeightsError listing a few missing / unexpected / mis-shaped keys; num_batches_tracked is optional."""
-    optional = lambda k: k.endswith("num_batches_tracked")  # noqa: E731
-    missing = [k for k in expected if k not in sd and not optional(k)]
-    unexpected = [k for k in sd if k not in expected and not optional(k)]
-    mismatched = [
-        f"{k}: file {tuple(sd[k].shape)} vs model {tuple(expected[k].shape)}"
-        for k in expected
-        if k in sd and sd[k].shape != expected[k].shape
-    ]
-    if missing or unexpected or mismatched:
-        parts = []
-        for name, keys in (("missing keys", missing), ("unexpected keys", unexpected), ("shape mismatches", mismatched)):
-            if keys:
-                parts.append(f"{len(keys)} {name} (e.g. {', '.join(keys[:4])})")
-        raise TeacherWeightsError(
-            f"{path} does not hold {arch} backbone weights: " + "; ".join(parts)
-            + ". Check that `arch` matches the checkpoint."
-        )
-
-
 def _load_checked(model: nn.Module, sd: Mapping[str, Tensor], arch: str, path: Path | str) -> None:
-    _check_state_dict(sd, model.state_dict(), arch, path)
-    model.load_state_dict({k: v for k, v in sd.items() if k in model.state_dict()}, strict=False)
+    """Load `sd` into `model`, or raise TeacherWeightsError listing missing / unexpected / mis-shaped keys
+    (num_batches_tracked may be absent or extra)."""
+    own = model.state_dict()
+    problems = compare_state_dicts(sd, own, optional=lambda k: k.endswith("num_batches_tracked")).problems()
+    if problems:
+        raise TeacherWeightsError(f"{path} does not hold {arch} backbone weights: " + "; ".join(problems)
+                                  + ". Check that `arch` matches the checkpoint.")
+    model.load_state_dict({k: v for k, v in sd.items() if k in own}, strict=False)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -306,11 +290,6 @@ def _build_efficientnet(weights: str, stage: str) -> Teacher2D:
 
 
 # ----------------------------------------------------------------------------------------------------------------
-
-
-def teacher_stages(arch: str) -> tuple[str, ...]:
-    """Stage names accepted by `build_teacher` for an arch (the last one is the default)."""
-    return EFFNET_STAGES if arch == "efficientnet_lite0" else RESNET_STAGES
 
 
 def build_teacher(arch: str = "resnet50", weights: str = "imagenet", stage: str | None = None) -> Teacher2D:

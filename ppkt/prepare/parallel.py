@@ -1,10 +1,10 @@
-"""Run one preparation job per scan or room, in parallel processes, with a progress bar and per-job errors."""
+"""Run one preparation job per scan or room, in parallel processes, with progress (`ppkt.progress`) and per-job errors."""
 from __future__ import annotations
 
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from typing import Callable, Iterator, Sequence, Tuple, TypeVar, Union
 
-from tqdm import tqdm
+from ppkt.progress import Progress
 
 T = TypeVar("T")
 #: failures of one scan that leave the others going: bad input (FrameError, SceneError and other ValueErrors),
@@ -13,13 +13,14 @@ JOB_ERRORS = (ValueError, OSError)
 
 
 def run_jobs(fn: Callable[..., dict], items: Sequence[T], *args, workers: int = 1, desc: str = "prepare",
-             progress: bool = True) -> Iterator[Tuple[T, Union[dict, Exception], tqdm]]:
-    """Yield (item, fn(item, *args) or the error it raised, progress bar) as jobs finish.
+             progress: bool = True) -> Iterator[Tuple[T, Union[dict, Exception], Progress]]:
+    """Yield (item, fn(item, *args) or the error it raised, Progress) as jobs finish.
 
-    A job failing with one of JOB_ERRORS is yielded as its error; anything else (a bug, Ctrl-C) stops the run.
+    The Progress has counted the job already; the caller prints messages with its `write` (stderr, on their own
+    line) and a progress line with its `report`. A job failing with one of JOB_ERRORS is yielded as its error;
+    anything else (a bug, Ctrl-C) stops the run.
     """
-    bar = tqdm(total=len(items), desc=desc, unit="scan", disable=not progress, dynamic_ncols=True)
-    try:
+    with Progress(len(items), desc, unit="scan", enabled=progress) as bar:
         if workers <= 1:
             for item in items:
                 try:
@@ -38,5 +39,3 @@ def run_jobs(fn: Callable[..., dict], items: Sequence[T], *args, workers: int = 
                         result = err
                     bar.update(1)
                     yield jobs[job], result, bar
-    finally:
-        bar.close()

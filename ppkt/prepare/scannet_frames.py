@@ -153,6 +153,6 @@ def export_scans(scans: str | os.PathLike, out: str | os.PathLike, every: int = 
         summary.corrupt_frames += len(result["corrupt_frames"])
         for message in result["corrupt_frames"]:
             bar.write(f"warning: skipped frame {message}")
-        bar.set_postfix(frames=summary.frames)
+        bar.report(frames=summary.frames)
     summary.seconds = time.perf_counter() - t0
     return summary

@@ -25,8 +25,8 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
-from tqdm import tqdm
 
+from ppkt.progress import Progress
 from ppkt.synthetic.pointcloud import sample_surface, save_scene
 from ppkt.synthetic.render import RenderedFrame, add_depth_noise, camera_trajectory, default_intrinsics, render_frame
 from ppkt.synthetic.scene import CLASS_NAMES, Scene, class_table, generate_scene
@@ -174,20 +174,19 @@ def write_dataset(out: str | Path, scenes: int, frames_per_scene: int, seed: int
         else:
             todo.append(dict(out=str(out), index=i, seed=int(seed), frames=int(frames_per_scene),
                              image_size=(H, W), point_spacing=float(point_spacing), depth_noise=bool(depth_noise)))
-    bar = tqdm(total=scenes * frames_per_scene, initial=len(counts) * frames_per_scene, unit="frame",
-               desc="ppkt synth", disable=not progress)
-    try:
+    with Progress(scenes * frames_per_scene, "synth", unit="frame", initial=len(counts) * frames_per_scene,
+                  enabled=progress) as bar:
         if workers == 1 or len(todo) <= 1:
             for job in todo:
                 counts[job["index"]] = _scene_job(job, on_frame=lambda: bar.update(1))
+                bar.report(scenes=f"{len(counts)}/{scenes}")
         else:
             with ProcessPoolExecutor(max_workers=min(workers, len(todo))) as pool:
                 futures = {pool.submit(_scene_job, job): job["index"] for job in todo}
                 for fut in as_completed(futures):
                     counts[futures[fut]] = fut.result()
                     bar.update(frames_per_scene)
-    finally:
-        bar.close()
+                    bar.report(scenes=f"{len(counts)}/{scenes}")
     shutil.rmtree(out / ".tmp", ignore_errors=True)
 
     perm = np.random.default_rng(np.random.SeedSequence(seed)).permutation(scenes)

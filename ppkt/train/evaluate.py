@@ -17,16 +17,16 @@ import numpy as np
 import torch
 from torch import Tensor
 from torch.utils.data import DataLoader
-from tqdm import tqdm
 
-from ppkt.config import ConfigError
 from ppkt.atomic import atomic_path, write_json
+from ppkt.progress import Progress
+from ppkt.train.distributed import pick_device
 from ppkt.train.metrics import confusion_matrix, segmentation_metrics
 
 FINETUNE_FORMAT = "ppkt-finetune"
 
 
-# ------------------------------------------------------------------------------------------------ scores
+# ------------------------------------------------------------------------------------------------ points
 def back_assign(voxel_pred: Tensor, point_to_voxel: Tensor) -> Tensor:
     """Per-point predictions (N,) from per-voxel ones (M,): point i takes the class of voxel point_to_voxel[i]."""
     point_to_voxel = torch.as_tensor(point_to_voxel, device=voxel_pred.device).long()
@@ -34,33 +34,6 @@ def back_assign(voxel_pred: Tensor, point_to_voxel: Tensor) -> Tensor:
         raise ValueError(f"point_to_voxel must index the {voxel_pred.shape[0]} voxels, got range "
                          f"[{int(point_to_voxel.min())}, {int(point_to_voxel.max())}]")
     return voxel_pred[point_to_voxel]
-
-
-def scores(conf: Tensor | np.ndarray, names: Sequence[str]) -> Dict[str, Any]:
-    """mIoU, mAcc, allAcc and per-class IoU / accuracy from a (C, C) confusion matrix (rows = ground truth).
-
-    IoU_c = TP / (TP + FP + FN), acc_c = TP / GT_c, allAcc = sum TP / labelled points. Means are over the classes
-    that occur (IoU: in the labels or the predictions; accuracy: in the labels); the others are None.
-    """
-    m = segmentation_metrics(conf, names)
-    accs = [v for v in m["per_class_accuracy"].values() if v is not None]
-    return {"miou": m["mean_iou"], "macc": sum(accs) / len(accs) if accs else float("nan"),
-            "allacc": m["pixel_accuracy"], "per_class_iou": m["per_class_iou"],
-            "per_class_acc": m["per_class_accuracy"], "points": m["pixels"],
-            "confusion_matrix": torch.as_tensor(conf).tolist(), "class_names": list(names)}
-
-
-def format_scores(s: Dict[str, Any]) -> str:
-    """Per-class table (IoU %, acc %, labelled points) and a totals line, from `scores` output."""
-    names, conf = s["class_names"], s["confusion_matrix"]
-    width = max([5] + [len(n) for n in names])
-    pct = lambda v: "   n/a" if v is None else f"{100 * v:6.2f}"  # noqa: E731
-    lines = [f"{'id':>3}  {'class':<{width}}  {'IoU %':>6}  {'acc %':>6}  {'points':>10}"]
-    for k, n in enumerate(names):
-        lines.append(f"{k:>3}  {n:<{width}}  {pct(s['per_class_iou'][n])}  {pct(s['per_class_acc'][n])}  {sum(conf[k]):>10}")
-    lines.append(f"mIoU {100 * s['miou']:.2f}  mAcc {100 * s['macc']:.2f}  allAcc {100 * s['allacc']:.2f}  "
-                 f"({s.get('scenes', '?')} scenes, {s['points']} labelled points, split {s.get('split', '?')})")
-    return "\n".join(lines)
 
 
 # ------------------------------------------------------------------------------------------------ files
@@ -148,7 +121,7 @@ def evaluate_model(model: torch.nn.Module, dataset, names: Sequence[str], device
 
     With `out_dir`, writes metrics.json, confusion.png and (ply=True, scene_dirs = the scene folders in dataset order,
     holding coord.npy) the prediction / ground-truth PLYs coloured with `colors` (C, 3) uint8 (default: a palette).
-    Returns `scores` plus "scenes" and "split".
+    Returns `ppkt.train.metrics.segmentation_metrics` (over every labelled point) plus "scenes" and "split".
     """
     from ppkt.data.scenes import collate_scenes
 
@@ -159,15 +132,21 @@ def evaluate_model(model: torch.nn.Module, dataset, names: Sequence[str], device
     conf = torch.zeros(c, c, dtype=torch.long)
     loader = DataLoader(dataset, batch_sampler=[[(i, 0)] for i in range(len(dataset))], collate_fn=collate_scenes,
                         num_workers=workers)
-    for i, batch in enumerate(tqdm(loader, desc=f"evaluate {split}", unit="scene", disable=not progress, leave=False)):
-        logits = model(batch.feats.to(device), batch.coords.to(device), batch.batch_size)
-        pred = back_assign(logits.argmax(1), batch.point_to_voxel[0]).cpu()
-        label = torch.as_tensor(batch.point_labels[0]).long()
-        conf += confusion_matrix(pred, label, c, ignore_index=ignore_index)
-        if out_dir is not None and ply and scene_dirs is not None:
-            _scene_plys(Path(out_dir) / "ply", Path(scene_dirs[i]), batch.names[0], pred.numpy(), label.numpy(), colors)
+    report_every = max(1, len(dataset) // 10)  # a progress line every 10% in a log file
+    with Progress(len(dataset), f"evaluate {split}", unit="scene", enabled=progress, leave=False) as bar:
+        for i, batch in enumerate(loader):
+            logits = model(batch.feats.to(device), batch.coords.to(device), batch.batch_size)
+            pred = back_assign(logits.argmax(1), batch.point_to_voxel[0]).cpu()
+            label = torch.as_tensor(batch.point_labels[0]).long()
+            conf += confusion_matrix(pred, label, c, ignore_index=ignore_index)
+            if out_dir is not None and ply and scene_dirs is not None:
+                _scene_plys(Path(out_dir) / "ply", Path(scene_dirs[i]), batch.names[0], pred.numpy(), label.numpy(),
+                            colors)
+            bar.update(1)
+            if (i + 1) % report_every == 0:
+                bar.report()
     model.train(was_training)
-    result = {**scores(conf, names), "scenes": len(dataset), "split": split}
+    result = {**segmentation_metrics(conf, names), "scenes": len(dataset), "split": split}
     if out_dir is not None:
         out_dir = Path(out_dir)
         write_json(out_dir / "metrics.json", result)
@@ -218,13 +197,11 @@ def evaluate_checkpoint(checkpoint: str | Path, data: str | Path | None = None, 
     """Evaluate a fine-tuned checkpoint on `split` of `data` (default: the root it was trained on); writes to `out`."""
     from ppkt.data.scenes import SegScenes, list_scenes
 
-    dev = torch.device("cuda" if device in ("auto", "cuda") and torch.cuda.is_available() else "cpu")
-    if device == "cuda" and dev.type != "cuda":
-        raise ConfigError("--device cuda, but no CUDA device is usable here; use --device cpu or auto")
+    dev = pick_device(device, what="--device")
     if dev.type == "cpu":
         torch.set_flush_denormal(True)  # as in training: denormals slow CPU sparse convs down
     model, classes, cfg, state = load_finetuned(checkpoint, dev)
-    scenes = list_scenes(data if data is not None else cfg.data.root, split)
+    scenes = list_scenes(data if data is not None else cfg.data.root, split, cfg.data.val_area)
     dataset = SegScenes(scenes, classes, voxel_size=cfg.data.voxel_size, train=False, augment=False)
     out = Path(out) if out is not None else default_eval_dir(checkpoint, split)
     # SegScenes maps every stored ignore value to -1

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import List, Optional
 
+from ppkt.config import Checks, check_student, check_train
+
 
 @dataclass
 class FinetuneDataConfig:
@@ -17,6 +19,7 @@ class FinetuneDataConfig:
     label_fraction: float = 1.0  # share of the training scenes used (data-efficient setting), in (0, 1]
     limited_points: Optional[int] = None  # labelled points kept per training scene; None = all
     augment: bool = True  # training augmentation (rotation, scaling, flips, ... as SegScenes does)
+    val_area: int = 5  # S3DIS layout only: the area held out for val / test (the others train)
 
 
 @dataclass
@@ -44,7 +47,7 @@ class FinetuneTrainConfig:
     batch_size: int = 8  # scenes per iteration, over all processes
     workers: int = 4
     seed: int = 0
-    device: str = "auto"  # "auto" | "cpu" | "cuda"
+    device: str = "auto"  # "auto" | "cpu" | "cuda" | "cuda:N"
     threads: int = 0  # torch CPU threads, 0 = torch's default
     log_every: int = 10
     checkpoint_every: int = 1000
@@ -59,3 +62,28 @@ class FinetuneConfig:
     model: FinetuneModelConfig = field(default_factory=FinetuneModelConfig)
     optim: FinetuneOptimConfig = field(default_factory=FinetuneOptimConfig)
     train: FinetuneTrainConfig = field(default_factory=FinetuneTrainConfig)
+
+
+def validate_finetune(cfg: FinetuneConfig) -> FinetuneConfig:
+    """Every check that needs no data and no model; ConfigError lists all problems as `key: problem`."""
+    c, d, o = Checks(), cfg.data, cfg.optim
+    c.need(d.root.strip() != "", "data.root", "is empty; set it to the dataset folder")
+    c.need(d.classes.strip() != "", "data.classes", "is empty; use scannet20, s3dis13 or a classes.json")
+    c.positive(d.voxel_size, "data.voxel_size")
+    c.need(d.max_voxels is None or d.max_voxels >= 1, "data.max_voxels", f"must be null or >= 1, got {d.max_voxels}")
+    c.need(0 < d.label_fraction <= 1, "data.label_fraction", f"must be in (0, 1], got {d.label_fraction}")
+    c.need(d.limited_points is None or d.limited_points >= 0, "data.limited_points", f"must be null or >= 0, got {d.limited_points}")
+    c.at_least(d.val_area, 1, "data.val_area")
+    check_student(cfg.model.arch, cfg.model.channels, c, "model")
+    c.choice(o.name, ("sgd", "adamw"), "optim.name")
+    c.positive(o.lr, "optim.lr")
+    c.need(o.head_lr is None or o.head_lr >= 0, "optim.head_lr", f"must be null or >= 0, got {o.head_lr}")
+    c.need(0 <= o.momentum < 1, "optim.momentum", f"must be in [0, 1), got {o.momentum}")
+    c.need(o.weight_decay >= 0, "optim.weight_decay", f"must be >= 0, got {o.weight_decay}")
+    c.choice(o.schedule, ("poly", "cosine"), "optim.schedule")
+    c.positive(o.power, "optim.power")
+    c.at_least(o.warmup, 0, "optim.warmup")
+    check_train(cfg.train, c)
+    c.at_least(cfg.train.eval_every, 0, "train.eval_every")
+    c.done()
+    return cfg

@@ -2,6 +2,7 @@
 DataLoader worker init used beside it."""
 from __future__ import annotations
 
+import signal
 from typing import Iterator, List, Tuple
 
 import torch
@@ -45,5 +46,7 @@ class IterationBatchSampler(Sampler[List[Tuple[int, int]]]):
 
 
 def one_thread_worker(_: int) -> None:
-    """DataLoader `worker_init_fn`: one torch thread per loading process (workers must not compete with training)."""
+    """DataLoader `worker_init_fn`: one torch thread per loading process (workers must not compete with training),
+    and Ctrl-C left to the training process (`ppkt.train.interrupt`), which stops after saving."""
     torch.set_num_threads(1)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)

@@ -1,16 +1,15 @@
-"""Training and evaluation of the 2D segmentation teacher, and their commands (`ppkt teacher train` / `eval`).
+"""Training and evaluation of the 2D segmentation teacher (`ppkt teacher train` / `evaluate`).
 
 2D labels are cheap, 3D labels are not: a ResNet-FCN (`ppkt.models.seg_teacher.SegTeacher`, as in the paper's
 Table 5, there trained on ADE20k) is trained for semantic segmentation on rendered frames (`ppkt.data.labels2d`
 describes the dataset layout), and its backbone is then the frozen PPKT teacher:
 
     ppkt teacher train --data DATA --out runs/teacher2d.pt
-    ppkt teacher eval --checkpoint runs/teacher2d.pt --data DATA
+    ppkt teacher evaluate --checkpoint runs/teacher2d.pt --data DATA
     # pretraining config: teacher.arch=resnet18 teacher.weights=runs/teacher2d.pt
 """
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import os
@@ -23,43 +22,25 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.data import DataLoader
-from tqdm import tqdm
 
-from ppkt.data.labels2d import DEFAULT_IMAGE_SIZE, DEFAULT_SCALE_RANGE, SegFrames, Teacher2DDataError, read_classes
+from ppkt.data.labels2d import SegFrames, Teacher2DDataError, read_classes
 from ppkt.models.seg_teacher import SEG_ARCHS, SEG_TEACHER_VERSION, SegTeacher, load_seg_teacher
 from ppkt.models.teacher import TEACHER_CKPT_FORMAT
 from ppkt.checkpoint import save_atomic
-from ppkt.train.logging import plot_loss_curve
-from ppkt.train.metrics import confusion_matrix, format_iou_table, segmentation_metrics
-from ppkt.train.sampler import IterationBatchSampler, one_thread_worker
-
-__all__ = ["train_teacher2d", "evaluate_teacher2d", "side_files", "add_teacher_commands"]
-
+from ppkt.progress import Progress
 # Defaults of `train_teacher2d` (see its docstring for why); DEFAULT_IMAGE_SIZE / DEFAULT_SCALE_RANGE are SegFrames'.
-DEFAULT_ITERATIONS = 800
-DEFAULT_BATCH_SIZE = 8
-DEFAULT_LR = 1e-3
+from ppkt.teacher2d_defaults import (DEFAULT_BATCH_SIZE, DEFAULT_IMAGE_SIZE, DEFAULT_ITERATIONS, DEFAULT_LR,
+                                     DEFAULT_SCALE_RANGE)
+from ppkt.train.distributed import pick_device
+from ppkt.train.logging import plot_loss_curve
+from ppkt.train.metrics import confusion_matrix, segmentation_metrics
+from ppkt.train.sampler import IterationBatchSampler, one_thread_worker
+from ppkt.train.schedule import lambda_schedule, warmup_decay_factor
+
+__all__ = ["train_teacher2d", "evaluate_teacher2d", "side_files"]
 
 
 # ------------------------------------------------------------------------------------------------- training
-# Not ppkt.train.distributed.pick_device: that maps any request but "cpu" / "auto"-without-CUDA to
-# cuda:<local rank> (so "cuda:1" becomes cuda:0), calls torch.cuda.set_device, and its error names the
-# pretraining key train.device, not --device.
-def _device(requested: str) -> torch.device:
-    if requested == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if requested.startswith("cuda") and not torch.cuda.is_available():
-        raise RuntimeError(f"device={requested!r} but no CUDA device is usable here; use --device cpu or auto")
-    return torch.device(requested)
-
-
-def _lr_factor(i: int, iterations: int, warmup: int, power: float = 0.9) -> float:
-    """Linear warmup over `warmup` iterations, then poly decay (1 - progress) ** power."""
-    if i < warmup:
-        return (i + 1) / warmup
-    return (1.0 - (i - warmup) / max(1, iterations - warmup)) ** power
-
-
 def side_files(out_file: str | os.PathLike) -> Tuple[Path, Path]:
     """(metrics JSONL, loss-curve PNG) written beside a teacher checkpoint: <stem>.metrics.jsonl, <stem>.loss.png."""
     out = Path(out_file)
@@ -115,7 +96,7 @@ def train_teacher2d(
         raise ValueError(f"need iterations >= 1, batch_size >= 1, lr > 0 (got {iterations}, {batch_size}, {lr})")
     image_size = (int(image_size[0]), int(image_size[1]))
     warmup = max(1, round(0.05 * iterations)) if warmup is None else max(1, int(warmup))
-    dev = _device(device)
+    dev = pick_device(device, what="--device")
     out_file = Path(out_file)
     metrics_file, curve_file = side_files(out_file)
 
@@ -129,7 +110,7 @@ def train_teacher2d(
     model = SegTeacher(arch, len(names), backbone_weights).to(dev)
     model.class_names, model.ignore_index, model.train_image_size = list(names), ignore, image_size
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
-    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda i: _lr_factor(i, iterations, warmup))
+    schedule = lambda_schedule(optimizer, lambda i: warmup_decay_factor(i, iterations, warmup, "poly", 0.9))
     sampler = IterationBatchSampler(len(dataset), batch_size, seed, 0, iterations)
     loader = DataLoader(dataset, batch_sampler=sampler, num_workers=workers, worker_init_fn=one_thread_worker,
                         pin_memory=dev.type == "cuda")
@@ -137,10 +118,10 @@ def train_teacher2d(
     out_file.parent.mkdir(parents=True, exist_ok=True)
     metrics_file.write_text("")
     losses: List[float] = []
-    bar = tqdm(total=iterations, desc=f"teacher2d {arch}", unit="it", disable=not progress, dynamic_ncols=True)
     t_last, seen = time.perf_counter(), 0
+    report_every = max(1, iterations // 20)  # a progress line every 5% in a log file
     model.train()
-    with metrics_file.open("a") as log:
+    with Progress(iterations, f"teacher2d {arch}", enabled=progress) as bar, metrics_file.open("a") as log:
         for it, (images, labels) in enumerate(loader):
             images, labels = images.to(dev, non_blocking=True), labels.to(dev, non_blocking=True)
             logits = model(images)
@@ -162,9 +143,9 @@ def train_teacher2d(
                 t_last, seen = now, 0
                 log.write(json.dumps(rec) + "\n")
                 log.flush()
-                bar.set_postfix(loss=f"{rec['loss']:.3f}", lr=f"{lr_now:.3g}", refresh=False)
             bar.update(1)
-    bar.close()
+            if done % report_every == 0 or done == iterations or it == 0:
+                bar.report(loss=losses[-1], lr=lr_now)
     train_seconds = time.perf_counter() - t0
     plot_loss_curve(metrics_file, curve_file, f"2D segmentation teacher ({arch})", ylabel="cross-entropy loss",
                     smooth=True)
@@ -214,30 +195,32 @@ def _evaluate(model: SegTeacher, dataset: SegFrames, dev: torch.device, progress
         conf.add_(confusion_matrix(logits.argmax(1).cpu(), labels, c, dataset.ignore_index))
         pending.clear()
 
-    for i in tqdm(range(len(dataset)), desc=f"eval {dataset.split}", unit="frame", disable=not progress, leave=False):
-        image, label = dataset[i]
-        if pending and (pending[0][0].shape != image.shape or pending[0][1].shape != label.shape):
+    with Progress(len(dataset), f"evaluate {dataset.split}", unit="frame", enabled=progress, leave=False) as bar:
+        for i in range(len(dataset)):
+            image, label = dataset[i]
+            if pending and (pending[0][0].shape != image.shape or pending[0][1].shape != label.shape):
+                flush()
+            pending.append((image, label))
+            if len(pending) == batch_size:
+                flush()
+            bar.update(1)
+            if (i + 1) % max(1, len(dataset) // 10) == 0:
+                bar.report()
+        if pending:
             flush()
-        pending.append((image, label))
-        if len(pending) == batch_size:
-            flush()
-    if pending:
-        flush()
     model.train(was_training)
-    out = segmentation_metrics(conf, model.class_names)
-    out.update({"split": dataset.split, "frames": len(dataset), "class_names": list(model.class_names),
-                "confusion_matrix": conf.tolist()})
-    return out
+    return {**segmentation_metrics(conf, model.class_names), "split": dataset.split, "frames": len(dataset)}
 
 
 def evaluate_teacher2d(checkpoint: str | os.PathLike | SegTeacher, data_root: str | os.PathLike, split: str = "val",
                        device: str = "auto", progress: bool = False) -> Dict[str, Any]:
-    """Pixel accuracy, mIoU and per-class IoU of a segmentation teacher on a split's frames (full resolution).
+    """mIoU, mAcc, allAcc and per-class IoU / accuracy of a segmentation teacher on a split's frames (full resolution).
 
     The image is resized like in training (by max(H_train / H, W_train / W)); logits are upsampled to the label.
-    Returns segmentation_metrics(...) plus "split", "frames", "class_names", "confusion_matrix" (rows = truth).
+    Returns `ppkt.train.metrics.segmentation_metrics` over every labelled pixel (count = pixels) plus "split" and
+    "frames".
     """
-    dev = _device(device)
+    dev = pick_device(device, what="--device")
     model = checkpoint if isinstance(checkpoint, SegTeacher) else load_seg_teacher(checkpoint)
     model = model.to(dev)
     size = model.train_image_size
@@ -249,57 +232,3 @@ def evaluate_teacher2d(checkpoint: str | os.PathLike | SegTeacher, data_root: st
                                  f"({model.class_names})")
     dataset = SegFrames(data_root, split, size, augment=False)  # size None: evaluate at the stored resolution
     return _evaluate(model, dataset, dev, progress)
-
-
-# ------------------------------------------------------------------------------------------------------ CLI
-def _cmd_train(args: argparse.Namespace) -> int:
-    result = train_teacher2d(args.data, args.out, arch=args.arch, iterations=args.iterations, batch_size=args.batch_size,
-                             lr=args.lr, image_size=tuple(args.image_size), seed=args.seed, workers=args.workers,
-                             device=args.device, backbone_weights=args.backbone_weights,
-                             eval_split=None if args.no_eval else "val")
-    print(f"checkpoint: {result['checkpoint']}  ({result['seconds']:.0f} s, final loss {result['final_loss']:.4f})")
-    print(f"metrics: {result['metrics_file']}  curve: {result['loss_curve']}")
-    if result["val"] is not None:
-        print(format_iou_table(result["val"]))
-    print(f"use it as the PPKT teacher: teacher.arch={args.arch} teacher.weights={result['checkpoint']}")
-    return 0
-
-
-def _cmd_eval(args: argparse.Namespace) -> int:
-    metrics = evaluate_teacher2d(args.checkpoint, args.data, split=args.split, device=args.device, progress=True)
-    print(format_iou_table(metrics))
-    if args.json:
-        Path(args.json).write_text(json.dumps(metrics, indent=1))
-    return 0
-
-
-def add_teacher_commands(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    """Add `teacher train` and `teacher eval` to the `ppkt` command's subparsers; returns the `teacher` parser."""
-    teacher = subparsers.add_parser("teacher", help="train / evaluate a 2D segmentation teacher on rendered 2D labels")
-    sub = teacher.add_subparsers(dest="teacher_command", metavar="{train,eval}")
-    teacher.set_defaults(func=lambda _args: (teacher.print_help(), 2)[1])
-
-    p = sub.add_parser("train", help="train a ResNet-FCN on DATA's train split; its backbone is a PPKT teacher")
-    p.add_argument("--data", required=True, metavar="DIR", help="dataset root (classes.json, splits/, frames/)")
-    p.add_argument("--out", required=True, metavar="FILE", help="checkpoint to write, e.g. runs/teacher2d.pt")
-    p.add_argument("--arch", default="resnet18", choices=SEG_ARCHS, help="backbone (default resnet18)")
-    p.add_argument("--iterations", type=int, default=DEFAULT_ITERATIONS, help=f"default {DEFAULT_ITERATIONS}")
-    p.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE, help=f"default {DEFAULT_BATCH_SIZE}")
-    p.add_argument("--lr", type=float, default=DEFAULT_LR, help=f"AdamW peak learning rate (default {DEFAULT_LR:g})")
-    p.add_argument("--image-size", type=int, nargs=2, default=list(DEFAULT_IMAGE_SIZE), metavar=("H", "W"),
-                   help="training crop size; use the pretraining's data.image_size (default %(default)s)")
-    p.add_argument("--seed", type=int, default=0, help="default 0")
-    p.add_argument("--workers", type=int, default=0, help="data loading processes (0: in the training process)")
-    p.add_argument("--device", default="auto", help="auto | cpu | cuda")
-    p.add_argument("--backbone-weights", default="none", help="backbone init: none | imagenet | checkpoint path")
-    p.add_argument("--no-eval", action="store_true", help="skip the evaluation on the val split after training")
-    p.set_defaults(func=_cmd_train)
-
-    p = sub.add_parser("eval", help="pixel accuracy, mIoU and per-class IoU of a teacher checkpoint")
-    p.add_argument("--checkpoint", required=True, metavar="FILE")
-    p.add_argument("--data", required=True, metavar="DIR")
-    p.add_argument("--split", default="val", help="split file under DATA/splits (default val)")
-    p.add_argument("--device", default="auto", help="auto | cpu | cuda")
-    p.add_argument("--json", default=None, metavar="FILE", help="also write the metrics as JSON")
-    p.set_defaults(func=_cmd_eval)
-    return teacher

@@ -112,8 +112,15 @@ def test_scannet_layout_resamples_color_to_depth(tmp_path):
 
 def test_scannet_same_size_and_k_is_not_resampled(tmp_path):
     root = make_scannet(tmp_path / "scene", ids=("000000",), upscale=False)
+    # a K of its own (not the 7-Scenes default), the same in both files: nothing to resample, K read as written
+    K = np.array([[571.25, 0, 318.5], [0, 574.75, 243.125], [0, 0, 1]])
+    _write_4x4(root / "intrinsic" / "intrinsic_color.txt", K)
+    _write_4x4(root / "intrinsic" / "intrinsic_depth.txt", K)
     f = open_frame_folder(root, layout="scannet")[0]
     np.testing.assert_array_equal(f.color, np.asarray(Image.open(DATA / "frame-000000.color.jpg")))
+    assert f.intrinsics.shape == (3, 3) and f.intrinsics.dtype == np.float64
+    np.testing.assert_array_equal(f.intrinsics, K)
+    np.testing.assert_array_equal(f.intrinsics, np.loadtxt(root / "intrinsic" / "intrinsic_depth.txt")[:3, :3])
 
 
 def test_scannet_ids_sort_numerically(tmp_path):

@@ -89,11 +89,26 @@ def test_dataset_and_collate_build_a_paired_batch():
     data = DataConfig(roots=[str(FRAMES)], image_size=[60, 80], voxel_size=0.1)
     ds = FramePairs(data, AugmentConfig())
     assert len(ds) == 20
-    batch = collate_pairs([ds[(0, 1)], ds[(5, 2)]])
-    assert batch.images.shape == (2, 3, 60, 80)
-    assert batch.coords.shape[1] == 4 and set(batch.coords[:, 0].tolist()) == {0, 1}
-    assert torch.equal(batch.coords[:, 0].long(), batch.voxel_batch)
-    assert batch.pixel.max() < 60 * 80 and batch.skipped == []
+    samples = [ds[(0, 1)], ds[(5, 2)], ds[(11, 3)]]
+    sizes = [s.coords.shape[0] for s in samples]
+    assert min(sizes) > 0 and len(set(sizes)) > 1  # different voxel counts: a wrong offset would show
+    batch = collate_pairs(samples)
+    assert batch.batch_size == 3 and batch.skipped == []
+    assert torch.equal(batch.images, torch.stack([s.image for s in samples]))
+    # rows of sample b come as one block, in sample order, each block in the sample's own row order
+    ids = torch.cat([torch.full((n,), b, dtype=torch.long) for b, n in enumerate(sizes)])
+    assert torch.equal(batch.voxel_batch, ids) and batch.voxel_batch.dtype == torch.long
+    assert torch.equal(batch.coords[:, 0], ids.int()) and batch.coords.dtype == torch.int32
+    assert torch.equal(batch.coords[:, 1:], torch.cat([s.coords for s in samples]))
+    assert torch.equal(batch.feats, torch.cat([s.feats for s in samples]))
+    assert torch.equal(batch.pixel, torch.cat([s.pixel for s in samples]))
+    # so row r of the batch is (sample b, its voxel r - offset_b) throughout: coords, feats and the paired pixel
+    offsets = [0, sizes[0], sizes[0] + sizes[1]]
+    for b, s in enumerate(samples):
+        r = offsets[b] + torch.arange(s.coords.shape[0])
+        assert torch.equal(batch.coords[r, 1:], s.coords) and torch.equal(batch.pixel[r], s.pixel)
+        assert torch.equal(batch.feats[r], s.feats) and (batch.voxel_batch[r] == b).all()
+    assert batch.pixel.max() < 60 * 80
 
 
 def test_up_axis_rotation_about_world_z_keeps_height_and_matches_the_formula():

@@ -256,6 +256,18 @@ def test_clear_errors_for_bad_scene_folders(tmp_path):
         SegScenes([good], SCANNET20)
 
 
+def test_only_coord_color_and_labels_are_read(tmp_path):
+    """normal.npy (and any other file) is not an input: an unreadable or mis-shaped one changes nothing."""
+    good = write_scene(tmp_path / "good", [[0, 0, 0], [1, 1, 1]], [[1, 2, 3], [4, 5, 6]], [0, 1])
+    odd = write_scene(tmp_path / "odd", [[0, 0, 0], [1, 1, 1]], [[1, 2, 3], [4, 5, 6]], [0, 1], normal=False)
+    (odd / "normal.npy").write_bytes(b"not a numpy file")
+    np.save(odd / "instance.npy", np.zeros(5))
+    arrays = load_scene(odd, TOY)
+    assert sorted(vars(arrays)) == ["color", "coord", "segment"]
+    a, b = SegScenes([good], TOY, train=False)[0], SegScenes([odd], TOY, train=False)[0]
+    assert torch.equal(a.feats, b.feats) and torch.equal(a.coords, b.coords) and torch.equal(a.labels, b.labels)
+
+
 # ------------------------------------------------------------------------------------------ class sets, batching
 def test_class_sets(tmp_path):
     assert SCANNET20.num_classes == 20 and SCANNET20.segment_key == "segment20"

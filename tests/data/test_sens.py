@@ -1,11 +1,9 @@
 """The .sens reader on a file written by the test from real 7-Scenes frames: header, poses, depth, color, truncation."""
-import shutil
 import struct
 
 import numpy as np
 import pytest
-from PIL import Image
-from sens_writer import jpeg_bytes, kitchen_frames, write_sens
+from sens_writer import kitchen_frames, write_sens
 
 from ppkt.data.sens import SensError, SensReader
 

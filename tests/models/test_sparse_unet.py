@@ -8,15 +8,7 @@ from ppkt.models.sparse_unet import SR_UNET_LAYERS, SparseResUNet, build_sparse_
 NARROW = (8, 16, 16, 32, 32, 16, 16, 16)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """1 thread: these tests test the network, not threading (test_spconv_cpu checks 2-thread exactness).
-    With 2 threads, every small op forks/joins an OpenMP team, which costs milliseconds per op when other
-    processes load the 2 cores and made this file take minutes instead of seconds."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def surface_cloud(n: int, seed: int, side: int = 24) -> torch.Tensor:

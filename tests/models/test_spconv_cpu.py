@@ -18,12 +18,7 @@ TOL = 1e-10
 REPEATS = 5
 
 
-@pytest.fixture(autouse=True)
-def two_threads():
-    old = torch.get_num_threads()
-    torch.set_num_threads(2)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("two_threads")
 
 
 def random_cloud(gen: torch.Generator):
@@ -158,3 +153,22 @@ def test_sparse_inverse_conv3d_matches_conv_transpose3d():
         yd = at_sites(dense, coords)
         assert (y.features - yd).abs().max().item() < TOL
         check_grads(y.features, yd, (h, up.weight), (hd, w), gen)
+
+
+def test_sparse_tensors_do_not_log_the_fx_tracing_warning(caplog):
+    """SparseConvTensor's metaclass calls torch.fx's is_fx_tracing(), which logs "is_fx_tracing will return true
+    ..." once per process; ppkt.models.spconv_cpu drops that one message, so no command prints it."""
+    import logging
+
+    from torch.fx import _symbolic_trace
+
+    _symbolic_trace.is_fx_tracing_warning.cache_clear()  # logged once per process: make this test see it
+    caplog.set_level(logging.WARNING)
+    coords = torch.tensor([[0, 1, 1, 1], [0, 2, 1, 1]], dtype=torch.int32)
+    x = spconv.SparseConvTensor(torch.ones(2, C_IN, dtype=torch.float64), coords, [S, S, S], 1)
+    conv = spconv.SubMConv3d(C_IN, C_OUT, 3, bias=False, algo=default_conv_algo()).double()
+    assert conv(x).features.shape == (2, C_OUT)
+    assert not [r for r in caplog.records if "is_fx_tracing" in r.getMessage()]
+    _symbolic_trace.is_fx_tracing_warning.cache_clear()
+    _symbolic_trace.log.warning("another torch.fx message")  # the filter drops that one message only
+    assert [r.getMessage() for r in caplog.records] == ["another torch.fx message"]

@@ -59,8 +59,9 @@ def test_cli_converts_areas_that_finetuning_splits_by_area(tmp_path, capsys):
     write_room(root, "Area_5", "office_2")
     out = tmp_path / "s3dis"
     assert cli_main(["prepare", "s3dis", "--root", str(root), "--out", str(out), "--workers", "2"]) == 0
-    text = capsys.readouterr().out
-    assert "2 rooms: 2 converted, 0 already done, 0 failed" in text and "stairs counted as clutter" in text
+    text = capsys.readouterr()
+    assert "2 rooms: 2 converted, 0 already done, 0 failed" in text.out  # the summary on stdout,
+    assert "stairs counted as clutter" in text.err and "prepare rooms 2/2" in text.err  # notes, progress on stderr
     assert [p.name for p in list_scenes(out, "train")] == ["office_1"]
     assert [p.name for p in list_scenes(out, "val")] == ["office_2"]
     sample = SegScenes(list_scenes(out, "val"), "s3dis13", voxel_size=0.1, train=False)[0]

@@ -100,7 +100,8 @@ def test_cli_exports_in_parallel_reports_failures_and_pretraining_reads_the_resu
     assert rc == 1
     assert ("3 scans: 2 exported, 0 already done, 1 failed; 7 frames written, 1 skipped for an invalid pose, "
             "0 for corrupt image data") in text.out
-    assert "scene0002_00.sens: file is truncated at frame 5 of 6" in text.out
+    assert "scene0002_00.sens: file is truncated at frame 5 of 6" in text.out  # the summary
+    assert "\nerror: " in "\n" + text.err and "scene0002_00.sens: file is truncated" in text.err  # as it happened
     assert find_frame_folders(out) == [out / "scene0000_00", out / "scene0001_00"]
     cfg = load_config(ROOT / "configs" / "pretrain_demo.yaml", [
         f"data.roots=[{out}]", "data.layout=scannet", "data.image_size=[60,80]", "data.voxel_size=0.1",

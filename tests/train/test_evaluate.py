@@ -1,4 +1,5 @@
-"""Evaluation pieces on hand-made data: scores from a confusion matrix, nearest-voxel back-assignment, PLY and PNG files."""
+"""Evaluation pieces on hand-made data: scores from a confusion matrix and their table, nearest-voxel back-assignment,
+PLY and PNG files."""
 import json
 
 import numpy as np
@@ -6,8 +7,8 @@ import pytest
 import torch
 
 from ppkt.geometry.voxelize import voxelize
-from ppkt.train.evaluate import back_assign, format_scores, save_confusion_png, scores, write_json, write_ply
-from ppkt.train.metrics import confusion_matrix
+from ppkt.train.evaluate import back_assign, save_confusion_png, write_json, write_ply
+from ppkt.train.metrics import confusion_matrix, format_iou_table, segmentation_metrics
 
 NAMES = ["floor", "box", "cylinder", "lamp"]
 # rows = truth. floor: 3 right, 1 called box; box: 2 right, 2 called cylinder; cylinder and lamp never occur,
@@ -16,15 +17,32 @@ CONF = [[3, 1, 0, 0], [0, 2, 2, 0], [0, 0, 0, 0], [0, 0, 0, 0]]
 
 
 def test_scores_of_a_hand_made_confusion_matrix():
-    s = scores(torch.tensor(CONF), NAMES)
+    s = segmentation_metrics(torch.tensor(CONF), NAMES)
     assert s["per_class_iou"] == {"floor": 3 / 4, "box": 2 / 5, "cylinder": 0.0, "lamp": None}
     assert s["per_class_acc"] == {"floor": 3 / 4, "box": 2 / 4, "cylinder": None, "lamp": None}
     assert s["miou"] == pytest.approx((3 / 4 + 2 / 5 + 0) / 3)
     assert s["macc"] == pytest.approx((3 / 4 + 1 / 2) / 2)
     assert s["allacc"] == pytest.approx(5 / 8)
-    assert s["points"] == 8
-    table = format_scores({**s, "scenes": 1, "split": "val"})
-    assert "box" in table and "40.00" in table and "mIoU 38.33" in table and "allAcc 62.50" in table
+    assert s["count"] == 8 and s["confusion_matrix"] == CONF and s["class_names"] == NAMES
+    table = format_iou_table({**s, "scenes": 1, "split": "val"})
+    lines = table.splitlines()
+    assert lines[0].split() == ["id", "class", "IoU", "%", "acc", "%", "points"]
+    assert lines[2].split() == ["1", "box", "40.00", "50.00", "4"]  # IoU 2/5, acc 2/4, 4 labelled points
+    assert lines[3].split() == ["2", "cylinder", "0.00", "n/a", "0"]
+    assert lines[-1] == "mIoU 38.33  mAcc 62.50  allAcc 62.50  (1 scenes, 8 labelled points, split val)"
+    # 2D metrics say pixels; the unit can also be given
+    assert format_iou_table({**s, "frames": 3}).splitlines()[-1].endswith("(3 frames, 8 labelled pixels, split ?)")
+    assert format_iou_table(s, unit="pixels").splitlines()[0].endswith("pixels")
+
+
+def test_table_of_metrics_stored_under_the_old_2d_names():
+    """Teacher checkpoints written before the shared schema hold mean_iou / pixel_accuracy / per_class_accuracy /
+    pixels; the table reads them (mAcc recomputed from the per-class accuracies)."""
+    s = segmentation_metrics(torch.tensor(CONF), NAMES)
+    old = {"pixel_accuracy": s["allacc"], "mean_iou": s["miou"], "per_class_iou": s["per_class_iou"],
+           "per_class_accuracy": s["per_class_acc"], "pixels": s["count"], "split": "val", "frames": 2,
+           "class_names": NAMES, "confusion_matrix": CONF}
+    assert format_iou_table(old) == format_iou_table({**s, "split": "val", "frames": 2})
 
 
 def test_ignored_points_do_not_count():
@@ -32,7 +50,7 @@ def test_ignored_points_do_not_count():
     pred = torch.tensor([0, 0, 0, 1, 1, 1, 2, 2, 3, 0, 2])  # the ignored points' predictions must not matter
     conf = confusion_matrix(pred, label, 4, ignore_index=-1)
     assert conf.tolist() == CONF
-    assert scores(conf, NAMES)["allacc"] == pytest.approx(5 / 8)
+    assert segmentation_metrics(conf, NAMES)["allacc"] == pytest.approx(5 / 8)
 
 
 def test_back_assignment_gives_every_point_its_voxels_prediction():

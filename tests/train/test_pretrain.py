@@ -1,6 +1,9 @@
 """Short real pretraining runs on bundled frames: the loss falls, stop + resume equals no stop, bad input is handled."""
-import json
+import os
 import shutil
+import signal
+import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -10,8 +13,10 @@ from PIL import Image
 
 from ppkt.cli import main as cli_main
 from ppkt.config import load_config
+from ppkt.data.pairs import FramePairs
+from ppkt.errors import Interrupted
 from ppkt.models.sparse_unet import build_sparse_unet
-from ppkt.checkpoint import BACKBONE_FORMAT, CheckpointError, load_checkpoint, load_state_strict
+from ppkt.checkpoint import BACKBONE_FORMAT, PRETRAIN_FORMAT, load_checkpoint, load_state_strict
 from ppkt.train.logging import read_metrics
 from ppkt.train.pretrain import pretrain
 
@@ -23,6 +28,8 @@ TINY = [
     "teacher.arch=efficientnet_lite0", "teacher.stage=stage4", "loss.n_sub=256", "loss.embed_dim=32",
     "optim.lr=0.05", "optim.lr_step=1000", "train.batch_size=2", "train.workers=0", "train.log_every=1", "train.threads=2",
 ]
+
+pytestmark = pytest.mark.usefixtures("keep_torch_threads")  # the runs set train.threads
 
 
 def tiny_config(out: Path, *extra: str):
@@ -56,13 +63,86 @@ def test_stop_and_resume_reproduces_the_uninterrupted_run(tmp_path):
     assert loss(straight) == loss(resumed)
 
 
-def test_resume_with_another_architecture_fails_clearly(tmp_path):
-    pretrain(tiny_config(tmp_path / "run", "train.iterations=1"))
-    with pytest.raises(CheckpointError, match="last.pt"):
-        pretrain(tiny_config(tmp_path / "run", "train.iterations=2", "student.arch=SR-UNet18"), resume=True)
+def test_resume_refuses_a_changed_config_and_keeps_config_yaml(tmp_path, capsys):
+    run = tmp_path / "run"
+    pretrain(tiny_config(run, "train.iterations=1"))
+    written = (run / "config.yaml").read_text()
+    demo = str(ROOT / "configs" / "pretrain_demo.yaml")
+    changed = [*TINY, f"train.out_dir={run}", "train.iterations=2", "student.arch=SR-UNet18", "loss.temperature=0.07"]
+    assert cli_main(["pretrain", "--config", demo, "--resume", *changed]) == 2
+    err = capsys.readouterr().err
+    assert "student.arch: 'SR-UNet14' -> 'SR-UNet18'" in err and "loss.temperature: 0.04 -> 0.07" in err
+    assert "train.iterations" not in err.split("Changed:")[1]  # a safe key is not reported
+    assert (run / "config.yaml").read_text() == written
+    assert load_checkpoint(run / "checkpoints" / "last.pt", PRETRAIN_FORMAT)["iteration"] == 1
+    # only safe keys changed (iterations, threads): the run continues, config.yaml stays as the run began
+    pretrain(tiny_config(run, "train.iterations=2", "train.threads=1"), resume=True)
+    assert load_checkpoint(run / "checkpoints" / "last.pt", PRETRAIN_FORMAT)["iteration"] == 2
+    assert (run / "config.yaml").read_text() == written
 
 
-def test_frames_with_bad_depth_are_skipped_and_counted(tmp_path):
+def test_a_new_run_never_replaces_an_old_one(tmp_path, capsys):
+    run = tmp_path / "run"
+    pretrain(tiny_config(run, "train.iterations=1"))
+    before = (run / "checkpoints" / "last.pt").read_bytes()
+    capsys.readouterr()
+    demo = str(ROOT / "configs" / "pretrain_demo.yaml")
+    assert cli_main(["pretrain", "--config", demo, *TINY, f"train.out_dir={run}", "train.iterations=1"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("ppkt: error: ") and "--resume" in err and "--overwrite" in err
+    assert (run / "checkpoints" / "last.pt").read_bytes() == before
+    events = lambda: sorted(p.name for p in (run / "tensorboard").iterdir())  # noqa: E731
+    old_events = events()
+    pretrain(tiny_config(run, "train.iterations=1", "optim.lr=0.01"), overwrite=True)
+    assert len(events()) == 1 and events() != old_events  # no mixed TensorBoard event files
+    assert "lr: 0.01" in (run / "config.yaml").read_text()
+
+
+@pytest.mark.parametrize("override, message", [
+    ("train.batch_size=0", "train.batch_size: must be an integer >= 1, got 0"),
+    ("data.voxel_size=0", "data.voxel_size: must be > 0, got 0.0"),
+    ("loss.temperature=-1", "loss.temperature: must be > 0, got -1.0"),
+    ("loss.n_sub=1", "loss.n_sub: must be an integer >= 2, got 1"),
+    ("data.image_size=[0,80]", "data.image_size: must be [H, W] in pixels, both >= 1"),
+    ("loss.projection=bilinear", "loss.projection: must be one of upl, pl; got 'bilinear'"),
+    ("train.device=gpu", "train.device: 'gpu' is not a device; use auto, cpu, cuda or cuda:N"),
+])
+def test_config_errors_come_before_any_work(tmp_path, capsys, override, message):
+    run = tmp_path / "run"
+    demo = str(ROOT / "configs" / "pretrain_demo.yaml")
+    assert cli_main(["pretrain", "--config", demo, *TINY, f"train.out_dir={run}", override]) == 2
+    assert f"ppkt: error: {message}" in capsys.readouterr().err
+    assert not run.exists()
+
+
+def test_interrupt_saves_the_current_iteration_and_resume_ends_equal(tmp_path):
+    """SIGINT long before the first periodic checkpoint: the iteration in progress is finished and saved."""
+    args = ["train.iterations=14", "train.checkpoint_every=1000"]
+    straight = pretrain(tiny_config(tmp_path / "straight", *args))
+    run = tmp_path / "stopped"
+    metrics = run / "metrics.jsonl"
+
+    def interrupt_after_two_iterations():
+        deadline = time.time() + 120
+        while time.time() < deadline and len(read_metrics(metrics)) < 2:
+            time.sleep(0.02)
+        os.kill(os.getpid(), signal.SIGINT)
+
+    threading.Thread(target=interrupt_after_two_iterations, daemon=True).start()
+    with pytest.raises(Interrupted) as stopped:
+        pretrain(tiny_config(run, *args))
+    saved = load_checkpoint(run / "checkpoints" / "last.pt", PRETRAIN_FORMAT)["iteration"]
+    assert 2 <= saved < 14 and stopped.value.exit_code == 130
+    assert f"after iteration {saved} of 14" in str(stopped.value) and "--resume" in str(stopped.value)
+    assert read_metrics(metrics)[-1]["iteration"] == saved
+    pretrain(tiny_config(run, *args), resume=True)
+    a = torch.load(straight / "checkpoints" / "last.pt", weights_only=True)
+    b = torch.load(run / "checkpoints" / "last.pt", weights_only=True)
+    for key, value in a["model"].items():
+        assert torch.equal(value, b["model"][key]), key
+
+
+def test_unusable_frames_are_replaced_and_counted_once(tmp_path):
     frames = tmp_path / "frames"
     frames.mkdir()
     shutil.copy(FRAMES / "camera-intrinsics.txt", frames)
@@ -70,9 +150,14 @@ def test_frames_with_bad_depth_are_skipped_and_counted(tmp_path):
         for kind in ("color.jpg", "depth.png", "pose.txt"):
             shutil.copy(FRAMES / f"frame-{n}.{kind}", frames)
     Image.fromarray(np.zeros((480, 640), dtype=np.uint16)).save(frames / "frame-000200.depth.png")
+    dataset = FramePairs(tiny_config(tmp_path / "x", f"data.roots=[{frames}]", "data.stride=1").data,
+                         tiny_config(tmp_path / "x").augment)
+    sample = dataset[(1, 7)]  # the empty frame: replaced by the next one, drawn with the same seed
+    assert [r[0] for r in sample.replaced] == [f"{frames} frame 000200"] and "no valid depth" in sample.replaced[0][1]
+    assert torch.equal(sample.coords, dataset[(2, 7)].coords)
     out = pretrain(tiny_config(tmp_path / "run", f"data.roots=[{frames}]", "data.stride=1", "train.iterations=3", "train.batch_size=3"))
     records = read_metrics(out / "metrics.jsonl")
-    assert records[-1]["skipped_frames"] == 3  # the empty frame, once per iteration
+    assert [r["skipped_frames"] for r in records] == [1, 1, 1]  # the empty frame, counted once, not per iteration
 
 
 def test_cli_lists_commands_and_reports_bad_config(capsys, tmp_path):
@@ -81,5 +166,7 @@ def test_cli_lists_commands_and_reports_bad_config(capsys, tmp_path):
     assert "pretrain" in capsys.readouterr().out
     assert cli_main(["pretrain", "--config", str(tmp_path / "missing.yaml")]) == 2
     assert "missing.yaml: config file not found" in capsys.readouterr().err
-    assert cli_main(["pretrain", "--config", str(ROOT / "configs" / "pretrain_demo.yaml"), f"data.roots=[{tmp_path}]"]) == 2
-    assert str(tmp_path) in capsys.readouterr().err
+    assert cli_main(["pretrain", "--config", str(ROOT / "configs" / "pretrain_demo.yaml"), f"data.roots=[{tmp_path}]",
+                     f"train.out_dir={tmp_path / 'run'}"]) == 2
+    assert f"ppkt: error: {tmp_path}: no RGB-D frame folders found" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()

@@ -6,23 +6,29 @@ import time
 from pathlib import Path
 from typing import Callable, List, Sequence, Tuple
 
-from ppkt.prepare.parallel import run_jobs
+from ppkt.commands import add_command, add_subcommands
 
 
 def _convert_all(fn: Callable[..., dict], items: Sequence[Path], out: Path, workers: int, what: str,
                  notes: Callable[[dict], List[str]] = lambda info: []) -> Tuple[List[str], List[str]]:
-    """Convert every item with fn(item, out) and print a summary; returns (names done, failures)."""
+    """Convert every item with fn(item, out) and print a summary; returns (names done, failures).
+
+    While it runs: a progress bar or line per item, errors and notes on their own lines (all on stderr).
+    """
+    from ppkt.prepare.parallel import run_jobs
+
     t0, done, new, failed = time.perf_counter(), [], 0, []
-    for item, result, bar in run_jobs(fn, items, out, workers=workers, desc=f"prepare {what}"):
+    for item, result, progress in run_jobs(fn, items, out, workers=workers, desc=f"prepare {what}"):
         if isinstance(result, Exception):
             failed.append(f"{item}: {result}")
-            bar.write(f"error: {result}")
-            continue
-        done.append(item.name)
-        if not result["skipped"]:
-            new += 1
-            for line in notes(result):
-                bar.write(line)
+            progress.write(f"error: {result}")
+        else:
+            done.append(item.name)
+            if not result["skipped"]:
+                new += 1
+                for line in notes(result):
+                    progress.write(line)
+        progress.report(failed=len(failed))
     print(f"{len(items)} {what}: {new} converted, {len(done) - new} already done, {len(failed)} failed; "
           f"{time.perf_counter() - t0:.1f} s; output in {out}")
     for f in failed:
@@ -46,15 +52,20 @@ def _scannet(args: argparse.Namespace) -> int:
     return 1 if summary.failed else 0
 
 
-def _scannet_scenes(args: argparse.Namespace) -> int:
-    from ppkt.prepare.scannet_scenes import convert_scan, find_scans, write_splits
-
+def _parse_splits(items: Sequence[str]) -> dict:
     splits = {}
-    for item in args.split:
+    for item in items:
         name, sep, path = item.partition("=")
         if not sep or not name or not path:
             raise argparse.ArgumentTypeError(f"--split {item!r}: expected NAME=FILE, e.g. train=scannetv2_train.txt")
         splits[name] = Path(path)
+    return splits
+
+
+def _scannet_scenes(args: argparse.Namespace) -> int:
+    from ppkt.prepare.scannet_scenes import convert_scan, find_scans, write_splits
+
+    splits = _parse_splits(args.split)
     out = Path(args.out)
     scans = find_scans(args.scans)
     done, failed = _convert_all(convert_scan, scans, out, args.workers, "scans")
@@ -73,27 +84,27 @@ def _s3dis(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
-def add_prepare_commands(subparsers) -> None:
-    p = subparsers.add_parser("prepare", help="convert ScanNet / S3DIS downloads (resumable, parallel)")
-    sub = p.add_subparsers(dest="dataset", metavar="DATASET", required=True)
+def add_commands(subparsers) -> None:
+    p = add_command(subparsers, "prepare", "convert ScanNet / S3DIS downloads (resumable, parallel)")
+    sub = add_subcommands(p, "dataset")
 
-    q = sub.add_parser("scannet", help=".sens files -> exported RGB-D frames for `ppkt pretrain`")
-    q.add_argument("--scans", required=True, help="ScanNet's scans/ folder (<scan>/<scan>.sens), or one .sens file")
-    q.add_argument("--out", required=True, help="output folder (one frame folder per scan)")
-    q.add_argument("--every", type=int, default=25, help="export every k-th frame (the paper: 25)")
-    q.add_argument("--workers", type=int, default=1, help="scans exported in parallel")
+    q = add_command(sub, "scannet", ".sens files -> exported RGB-D frames for `ppkt pretrain`")
+    q.add_argument("--scans", required=True, metavar="DIR", help="ScanNet's scans/ folder (<scan>/<scan>.sens), or one .sens file")
+    q.add_argument("--out", required=True, metavar="DIR", help="output folder (one frame folder per scan)")
+    q.add_argument("--every", type=int, metavar="K", default=25, help="export every k-th frame (25: the paper's choice)")
+    q.add_argument("--workers", type=int, metavar="N", default=1, help="scans exported in parallel")
     q.set_defaults(func=_scannet)
 
-    q = sub.add_parser("scannet-scenes", help="meshes + labels -> scene folders for `ppkt finetune` (and boxes)")
-    q.add_argument("--scans", required=True, help="ScanNet's scans/ folder (<scan>/<scan>_vh_clean_2.ply, ...)")
-    q.add_argument("--out", required=True, help="output dataset folder (scenes/<scan>/, splits/)")
+    q = add_command(sub, "scannet-scenes", "meshes + labels -> scene folders for `ppkt finetune` (and boxes)")
+    q.add_argument("--scans", required=True, metavar="DIR", help="ScanNet's scans/ folder (<scan>/<scan>_vh_clean_2.ply, ...)")
+    q.add_argument("--out", required=True, metavar="DIR", help="output dataset folder (scenes/<scan>/, splits/)")
     q.add_argument("--split", action="append", default=[], metavar="NAME=FILE",
                    help="a split list, e.g. train=scannetv2_train.txt (repeatable)")
-    q.add_argument("--workers", type=int, default=1, help="scans converted in parallel")
+    q.add_argument("--workers", type=int, metavar="N", default=1, help="scans converted in parallel")
     q.set_defaults(func=_scannet_scenes)
 
-    q = sub.add_parser("s3dis", help="Area_N/<room>/Annotations -> scene folders for `ppkt finetune`")
-    q.add_argument("--root", required=True, help="Stanford3dDataset_v1.2_Aligned_Version/")
-    q.add_argument("--out", required=True, help="output dataset folder (Area_N/<room>/)")
-    q.add_argument("--workers", type=int, default=1, help="rooms converted in parallel")
+    q = add_command(sub, "s3dis", "Area_N/<room>/Annotations -> scene folders for `ppkt finetune`")
+    q.add_argument("--root", required=True, metavar="DIR", help="Stanford3dDataset_v1.2_Aligned_Version/")
+    q.add_argument("--out", required=True, metavar="DIR", help="output dataset folder (Area_N/<room>/)")
+    q.add_argument("--workers", type=int, metavar="N", default=1, help="rooms converted in parallel")
     q.set_defaults(func=_s3dis)

@@ -1,0 +1,49 @@
+"""`ppkt synth`: render the synthetic labelled RGB-D dataset."""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from ppkt.commands import add_command
+
+
+def check_synth_args(args: argparse.Namespace) -> None:
+    """ArgumentTypeError naming the first bad option (before anything is written)."""
+    h, w = args.image_size
+    problems = [("--scenes", args.scenes >= 1, "must be >= 1", args.scenes),
+                ("--frames-per-scene", args.frames_per_scene >= 1, "must be >= 1", args.frames_per_scene),
+                ("--image-size", h >= 2 and w >= 2, "H and W must be >= 2 pixels", f"{h} {w}"),
+                ("--point-spacing", args.point_spacing > 0, "must be > 0 (metres)", args.point_spacing),
+                ("--workers", args.workers >= 1, "must be >= 1", args.workers),
+                ("--out", not Path(args.out).exists() or Path(args.out).is_dir(), "must be a folder, not a file",
+                 args.out)]
+    for flag, ok, need, value in problems:
+        if not ok:
+            raise argparse.ArgumentTypeError(f"{flag}: {need}, got {value}")
+
+
+def _synth(args: argparse.Namespace) -> int:
+    check_synth_args(args)
+    from ppkt.synthetic.dataset import write_dataset
+
+    try:
+        out = write_dataset(args.out, scenes=args.scenes, frames_per_scene=args.frames_per_scene, seed=args.seed,
+                            image_size=tuple(args.image_size), workers=args.workers,
+                            point_spacing=args.point_spacing, depth_noise=not args.no_depth_noise)
+    except FileExistsError as err:  # --out holds something else: its message says what
+        raise argparse.ArgumentTypeError(f"--out: {err}") from None
+    print(f"wrote {out}: frames in {out / 'frames'}, labelled scenes in {out / 'scenes'}")
+    return 0
+
+
+def add_commands(subparsers) -> None:
+    p = add_command(subparsers, "synth", "render a synthetic labelled RGB-D dataset (frames + 3D scenes)")
+    p.add_argument("--out", required=True, metavar="DIR", help="output folder (new or empty; the same arguments resume it)")
+    p.add_argument("--scenes", type=int, metavar="N", default=40, help="rooms to generate")
+    p.add_argument("--frames-per-scene", type=int, metavar="N", default=25, help="RGB-D frames rendered per room")
+    p.add_argument("--seed", type=int, metavar="N", default=0, help="seed of every random choice")
+    p.add_argument("--image-size", type=int, nargs=2, default=[240, 320], metavar=("H", "W"), help="frame size")
+    p.add_argument("--workers", type=int, metavar="N", default=2, help="processes rendering scenes in parallel")
+    p.add_argument("--point-spacing", type=float, metavar="M", default=0.02, help="metres between sampled scene points")
+    p.add_argument("--no-depth-noise", action="store_true", help="exact depth, no sensor noise or holes")
+    p.set_defaults(func=_synth)

@@ -1,0 +1,63 @@
+"""Run folders: a new run never replaces an old one, resume diffs, and reuse of finished runs by their settings."""
+from pathlib import Path
+
+import pytest
+
+from ppkt.config import ConfigError, PretrainConfig, config_to_dict, load_config
+from ppkt.train.run_dir import (PRETRAIN_SAFE_KEYS, check_resume, config_changes, finished_with, mark_finished,
+                                run_settings, start_run)
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def demo(*overrides: str) -> PretrainConfig:
+    return load_config(ROOT / "configs" / "pretrain_demo.yaml", list(overrides))
+
+
+def test_config_changes_lists_every_changed_key_but_the_safe_ones():
+    saved = {"a": {"b": 1, "c": [1, 2]}, "train": {"iterations": 10}}
+    now = {"a": {"b": 2, "c": [1, 2], "d": None}, "train": {"iterations": 20}}
+    assert config_changes(saved, now) == ["a.b: 1 -> 2", "a.d: '<absent>' -> None", "train.iterations: 10 -> 20"]
+    assert config_changes(saved, now, ["train.iterations", "a.d"]) == ["a.b: 1 -> 2"]
+
+
+def test_check_resume_accepts_safe_keys_and_defaults_of_keys_added_later():
+    saved = config_to_dict(demo("train.iterations=5", "train.threads=1"))
+    del saved["data"]["frame"]  # a run made before data.frame existed: it ran at today's default
+    check_resume(saved, demo("train.iterations=9", "train.threads=2"), PRETRAIN_SAFE_KEYS, Path("x.pt"))
+    with pytest.raises(ConfigError, match=r"x\.pt: .*\n  data\.frame: 'camera' -> 'world'\n  loss\.temperature: 0\.04 -> 0\.07\n"):
+        check_resume(saved, demo("data.frame=world", "loss.temperature=0.07"), PRETRAIN_SAFE_KEYS, Path("x.pt"))
+
+
+def test_start_run_refuses_an_existing_run_and_overwrite_deletes_only_the_runs_files(tmp_path):
+    ckpt = tmp_path / "checkpoints" / "last.pt"
+    start_run(tmp_path, ckpt, resume=False, overwrite=False, command="pretrain")  # nothing there: fine
+    with pytest.raises(ConfigError, match="nothing to resume"):
+        start_run(tmp_path, ckpt, resume=True, overwrite=False, command="pretrain")
+    ckpt.parent.mkdir()
+    ckpt.write_bytes(b"x")
+    (tmp_path / "metrics.jsonl").write_text("{}\n")
+    (tmp_path / "notes.txt").write_text("mine")
+    with pytest.raises(ConfigError, match="already holds a run"):
+        start_run(tmp_path, ckpt, resume=False, overwrite=False, command="pretrain")
+    with pytest.raises(ConfigError, match="contradict"):
+        start_run(tmp_path, ckpt, resume=True, overwrite=True, command="pretrain")
+    start_run(tmp_path, ckpt, resume=False, overwrite=True, command="pretrain")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]
+
+
+def test_a_finished_run_is_reused_only_with_the_same_settings_and_inputs(tmp_path):
+    backbone = tmp_path / "backbone.pth"
+    backbone.write_bytes(b"weights v1")
+    run, result = tmp_path / "run", tmp_path / "run" / "metrics.json"
+    settings = run_settings(demo("train.iterations=50"), {"backbone": backbone})
+    assert not finished_with(run, settings, result)  # never ran
+    result.parent.mkdir()
+    result.write_text("{}")
+    mark_finished(run, settings)
+    assert finished_with(run, run_settings(demo("train.iterations=50"), {"backbone": backbone}), result)
+    assert not finished_with(run, run_settings(demo("train.iterations=60"), {"backbone": backbone}), result)
+    backbone.write_bytes(b"weights v2")  # same path, other content
+    assert not finished_with(run, run_settings(demo("train.iterations=50"), {"backbone": backbone}), result)
+    result.unlink()
+    assert not finished_with(run, settings, result)
