@@ -20,8 +20,7 @@ test: $(STAMP)
 	$(PY) -m pytest -q
 
 bench: $(STAMP)
-	$(PY) benchmarks/bench_sparse_unet.py
-	$(PY) benchmarks/bench_pretrain.py
+	$(PY) benchmarks/report.py
 	$(PY) benchmarks/bench_sens.py
 
 clean:

@@ -49,6 +49,9 @@ class TeacherConfig:
     arch: str = "resnet50"
     weights: str = "imagenet"  # "imagenet" | "none" | path to a checkpoint
     stage: Optional[str] = None  # None = the deepest stage (layer4 for ResNets)
+    # folder of precomputed teacher features (`ppkt cache-teacher`) read instead of running the teacher; None = run it.
+    # Exact for flips; needs augment.resize=[1, 1] (see ppkt.data.teacher_cache)
+    cache: Optional[str] = None
 
 
 @dataclass
@@ -63,6 +66,9 @@ class LossConfig:
     n_sub: int = 4096  # pixel-point pairs sampled across the batch
     temperature: float = 0.04
     projection: str = "upl"  # "upl" (1x1 conv + bilinear upsampling) | "pl" (1x1 conv only)
+    # several processes: contrast each process's n_sub points with the sampled pixels of ALL processes (world_size *
+    # n_sub negatives, ppkt.losses.gathered) instead of its own n_sub (SLidR-style, the default)
+    gather_negatives: bool = False
 
 
 @dataclass
@@ -81,7 +87,9 @@ class TrainConfig:
     workers: int = 4
     seed: int = 0
     device: str = "auto"  # "auto" | "cpu" | "cuda" | "cuda:N"
-    amp: bool = False  # mixed precision on CUDA
+    amp: bool = False  # mixed precision on CUDA (ignored on the CPU)
+    amp_dtype: str = "float16"  # "float16" | "bfloat16": autocast dtype of train.amp (see ppkt.train.distributed)
+    sync_bn: bool = False  # several CUDA processes: the student's BatchNorm over the whole batch (SyncBatchNorm)
     threads: int = 0  # torch CPU threads, 0 = torch's default
     log_every: int = 10
     checkpoint_every: int = 1000
@@ -169,6 +177,16 @@ def check_teacher(t: TeacherConfig, c: Checks) -> None:
         c.need(Path(t.weights).expanduser().is_file(), "teacher.weights", f"file {t.weights} not found (or use imagenet / none)")
 
 
+def check_teacher_cache(t: TeacherConfig, a: AugmentConfig, c: Checks) -> None:
+    """teacher.cache: a folder name, and augmentations a cache serves exactly (no random resize)."""
+    if t.cache is None:
+        return
+    c.need(t.cache.strip() != "", "teacher.cache", "is empty; give the cache folder, or null to run the teacher")
+    c.need(not a.enabled or list(a.resize) == [1.0, 1.0], "augment.resize",
+           f"must be [1, 1] with teacher.cache, got {list(a.resize)}: a random resize changes the teacher's input, "
+           "which a cache cannot hold exactly (set augment.resize=[1,1], or teacher.cache=null)")
+
+
 def check_student(arch: str, channels: Optional[Sequence[int]], c: Checks, section: str = "student") -> None:
     from ppkt.models.catalog import SR_UNET_LAYERS
 
@@ -205,16 +223,32 @@ def check_train(t: Any, c: Checks) -> None:
     c.need(t.out_dir.strip() != "", "train.out_dir", "is empty")
 
 
+def check_pretrain_train(t: TrainConfig, c: Checks) -> None:
+    """The pretraining-only run keys: mixed precision and SyncBatchNorm."""
+    c.choice(t.amp_dtype, ("float16", "bfloat16"), "train.amp_dtype")
+    on_cpu = t.sync_bn and (t.device == "cpu" or (t.device == "auto" and not _cuda_usable()))
+    c.need(not on_cpu, "train.sync_bn", "SyncBatchNorm needs CUDA (torch's SyncBatchNorm refuses CPU "
+           f"tensors), but train.device={t.device} runs on the CPU here; set train.sync_bn=false")
+
+
+def _cuda_usable() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
 def validate_pretrain(cfg: PretrainConfig) -> PretrainConfig:
     """Every check that needs no data and no model, one function per section; ConfigError lists all problems."""
     c = Checks()
     check_data(cfg.data, c)
     check_augment(cfg.augment, c)
     check_teacher(cfg.teacher, c)
+    check_teacher_cache(cfg.teacher, cfg.augment, c)
     check_student(cfg.student.arch, cfg.student.channels, c)
     check_loss(cfg.loss, c)
     check_optim(cfg.optim, c)
     check_train(cfg.train, c)
+    check_pretrain_train(cfg.train, c)
     c.done()
     return cfg
 

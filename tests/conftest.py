@@ -3,7 +3,9 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
+
+import ppkt  # noqa: F401  (first: sets OMP_WAIT_POLICY=PASSIVE before torch loads OpenMP)
+import torch  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent / "helpers"))
 

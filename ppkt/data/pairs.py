@@ -5,11 +5,15 @@ back-projection (into the camera frame, or with the pose into the z-up world fra
 3D augmentation (elastic, rotation about the up axis, scaling), voxelisation. Every voxel keeps one of
 its pixels (chosen at random), so the teacher's feature at that pixel and the student's feature at that
 voxel form a positive pair.
+
+With a teacher cache (`ppkt.data.teacher_cache`, `teacher.cache`), each sample also carries the cached teacher
+feature map of its augmented image, and PPKT skips the teacher; the cache is exact for the flip, and refuses a
+random resize (augment.resize must be [1, 1]).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import List, Sequence, Tuple
+from dataclasses import dataclass, field, fields, replace
+from typing import TYPE_CHECKING, Callable, List, Optional, Sequence, Tuple
 
 import torch
 from torch import Tensor
@@ -20,6 +24,9 @@ from ppkt.data.frames import FrameError, RGBDFrame, find_frame_folders, open_fra
 from ppkt.geometry.augment import UP_AXIS, ImageTransform, PointTransform, random_image_transform, random_point_transform
 from ppkt.geometry.backproject import backproject
 from ppkt.geometry.voxelize import voxelize
+
+if TYPE_CHECKING:
+    from ppkt.data.teacher_cache import TeacherCache
 
 
 @dataclass
@@ -33,11 +40,17 @@ class PairSample:
     image_transform: ImageTransform  # the 2D augmentation drawn for this sample
     point_transform: PointTransform  # the 3D augmentation drawn for this sample
     replaced: List[Tuple[str, str]] = field(default_factory=list)  # (frame, reason) of unusable frames passed over
+    teacher_features: Optional[Tensor] = None  # (C, h, w) float16 cached teacher features of `image`, or None
+
+
+def frame_rgb(frame: RGBDFrame) -> Tensor:
+    """(3, H, W) float RGB in [0, 1] of a frame: what the 2D augmentation starts from."""
+    return torch.from_numpy(frame.color).permute(2, 0, 1).float() / 255.0
 
 
 def make_sample(frame: RGBDFrame, data: DataConfig, aug: AugmentConfig, generator: torch.Generator) -> PairSample:
     """Augment, back-project and voxelise one frame; FrameError if no valid point remains."""
-    image = torch.from_numpy(frame.color).permute(2, 0, 1).float() / 255.0
+    image = frame_rgb(frame)
     depth = torch.from_numpy(frame.depth)
     K = torch.from_numpy(frame.intrinsics).float()
     on = aug.enabled
@@ -61,9 +74,13 @@ def make_sample(frame: RGBDFrame, data: DataConfig, aug: AugmentConfig, generato
 
 
 class FramePairs(Dataset):
-    """All frames below `data.roots`; item key = (frame index, sample seed) -> PairSample."""
+    """All frames below `data.roots`; item key = (frame index, sample seed) -> PairSample.
 
-    def __init__(self, data: DataConfig, aug: AugmentConfig):
+    teacher_cache: samples also carry their cached teacher features (TeacherCacheError here if the cache does not
+    hold every frame at this image size and flip setting; the teacher itself is checked by the caller).
+    """
+
+    def __init__(self, data: DataConfig, aug: AugmentConfig, teacher_cache: Optional["TeacherCache"] = None):
         if not data.roots:
             raise FrameError("data.roots is empty: give the frame folders to pretrain on, e.g. data.roots=[data/7scenes-redkitchen]")
         if data.frame not in UP_AXIS:
@@ -77,6 +94,10 @@ class FramePairs(Dataset):
         self.index: List[Tuple[int, int]] = [(f, i) for f, folder in enumerate(self.folders) for i in range(len(folder))]
         if not self.index:
             raise FrameError(f"no frames found under {list(data.roots)}")
+        self.teacher_cache = teacher_cache
+        if teacher_cache is not None:
+            teacher_cache.check_data(data, aug)
+            self.cache_rows = [teacher_cache.locate(folder) for folder in self.folders]  # (entry root, name -> row)
 
     def __len__(self) -> int:
         return len(self.index)
@@ -91,6 +112,9 @@ class FramePairs(Dataset):
             folder, i = self.index[(index + step) % len(self.index)]
             try:
                 sample = make_sample(self.folders[folder][i], self.data, self.aug, torch.Generator().manual_seed(seed))
+                if self.teacher_cache is not None:
+                    sample.teacher_features = self.teacher_cache.features(
+                        *self.cache_rows[folder], self.folders[folder].names[i], sample.image_transform)
             except FrameError as err:
                 replaced.append((f"{self.folders[folder].root} frame {self.folders[folder].names[i]}", str(err)))
                 continue
@@ -108,18 +132,33 @@ class PairBatch:
     pixel: Tensor  # (M,) int64 flat pixel index within its image
     voxel_batch: Tensor  # (M,) int64 image of each voxel
     skipped: List[Tuple[str, str]]  # (frame, reason) of unusable frames replaced in this batch
+    teacher_features: Optional[Tensor] = None  # (B, C, h, w) float16 cached teacher features, or None: run the teacher
 
     @property
     def batch_size(self) -> int:
         return self.images.shape[0]
 
+    def apply(self, fn: Callable[[Tensor], Tensor]) -> "PairBatch":
+        """A copy with `fn` applied to every tensor field (the others kept)."""
+        tensors = {f.name: getattr(self, f.name) for f in fields(self)}
+        return replace(self, **{name: fn(t) for name, t in tensors.items() if isinstance(t, Tensor)})
+
     def to(self, device: torch.device) -> "PairBatch":
-        move = lambda t: t.to(device, non_blocking=True)
-        return PairBatch(move(self.images), move(self.coords), move(self.feats), move(self.pixel), move(self.voxel_batch), self.skipped)
+        """On `device`; the copies are asynchronous (non_blocking) from pinned memory."""
+        return self.apply(lambda t: t.to(device, non_blocking=True))
+
+    def pin_memory(self) -> "PairBatch":
+        """In page-locked memory (CUDA needed). DataLoader(pin_memory=True) calls it in its pinning thread: a batch
+        without this method would stay in pageable memory and every `to(cuda)` copy would be synchronous."""
+        return self.apply(Tensor.pin_memory)
 
 
 def collate_pairs(samples: Sequence[PairSample]) -> PairBatch:
-    """Stack samples: voxels of sample b follow those of sample b - 1, with batch index b in coords[:, 0]."""
+    """Stack samples: voxels of sample b follow those of sample b - 1, with batch index b in coords[:, 0];
+    teacher features are stacked when the samples carry them (all or none)."""
+    cached = [s.teacher_features is not None for s in samples]
+    if any(cached) and not all(cached):
+        raise ValueError("collate_pairs: some samples carry cached teacher features and some do not")
     voxel_batch = torch.cat([torch.full((s.coords.shape[0],), b, dtype=torch.long) for b, s in enumerate(samples)])
     coords = torch.cat([voxel_batch[:, None].int(), torch.cat([s.coords for s in samples])], dim=1)
     return PairBatch(
@@ -129,4 +168,5 @@ def collate_pairs(samples: Sequence[PairSample]) -> PairBatch:
         pixel=torch.cat([s.pixel for s in samples]),
         voxel_batch=voxel_batch,
         skipped=[r for s in samples for r in s.replaced],
+        teacher_features=torch.stack([s.teacher_features for s in samples]) if any(cached) else None,
     )

@@ -9,6 +9,7 @@ from typing import Iterator, Optional, Tuple
 
 import torch
 import torch.distributed as dist
+from torch import nn
 
 from ppkt.config import ConfigError
 
@@ -82,6 +83,29 @@ def pick_device(requested: str, local_rank: int = 0, what: str = "device") -> to
     return dev
 
 
+def mixed_precision(amp: bool, dtype: str, device: torch.device) -> Tuple[torch.autocast, torch.amp.GradScaler]:
+    """The autocast context and GradScaler of train.amp / train.amp_dtype ("float16" | "bfloat16"); both are off
+    unless `amp` and `device` is CUDA (mixed precision is not used on the CPU).
+
+    The GradScaler is on for bfloat16 too: spconv 2.3.8 casts the inputs of its convolutions to float16 under any CUDA
+    autocast (`custom_fwd(cast_inputs=torch.float16)`), so the student computes and back-propagates in float16 either
+    way, and its gradients need the loss scaling; bfloat16 changes the dtype of the teacher's convolutions.
+    ConfigError when bfloat16 is asked on a GPU without native bfloat16.
+    """
+    on = amp and device.type == "cuda"
+    if on and dtype == "bfloat16" and not torch.cuda.is_bf16_supported(including_emulation=False):
+        raise ConfigError(f"train.amp_dtype: {torch.cuda.get_device_name(device)} has no native bfloat16; "
+                          "use train.amp_dtype=float16")
+    return torch.autocast("cuda", dtype=getattr(torch, dtype), enabled=on), torch.amp.GradScaler("cuda", enabled=on)
+
+
+def sync_batchnorm(module: nn.Module, enabled: bool, d: Dist) -> nn.Module:
+    """`module` with its BatchNorm layers made SyncBatchNorm (statistics over every process's part of the batch) when
+    `enabled` and there are several processes; else `module` itself. CUDA only: torch's SyncBatchNorm refuses CPU
+    tensors (ppkt.config refuses train.sync_bn on the CPU)."""
+    return nn.SyncBatchNorm.convert_sync_batchnorm(module) if enabled and d.world_size > 1 else module
+
+
 def cleanup() -> None:
     if dist.is_initialized():
         dist.destroy_process_group()
@@ -95,8 +119,22 @@ def training_process(device: str, threads: int) -> Iterator[Tuple[Dist, torch.de
         dev = pick_device(device, d.local_rank, "train.device")
         if threads > 0:
             torch.set_num_threads(threads)
-        if dev.type == "cpu":
-            torch.set_flush_denormal(True)  # measured: denormal floats made some CPU sparse-conv steps 10-100x slower
-        yield d, dev
+        with flush_denormals(dev):
+            yield d, dev
     finally:
         cleanup()
+
+
+@contextmanager
+def flush_denormals(device: torch.device) -> Iterator[None]:
+    """On CPU, denormal floats flushed to zero inside the block (measured: denormals made some CPU sparse-conv steps
+    10-100x slower), and the CPU's default back after it: left on, the flush mode makes scipy's cKDTree crash later
+    in the same process (seen: a segmentation fault building a tree after a pretraining run)."""
+    if device.type != "cpu":
+        yield
+        return
+    torch.set_flush_denormal(True)
+    try:
+        yield
+    finally:
+        torch.set_flush_denormal(False)

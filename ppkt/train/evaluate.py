@@ -20,7 +20,7 @@ from torch.utils.data import DataLoader
 
 from ppkt.atomic import atomic_path, write_json
 from ppkt.progress import Progress
-from ppkt.train.distributed import pick_device
+from ppkt.train.distributed import flush_denormals, pick_device
 from ppkt.train.metrics import confusion_matrix, segmentation_metrics
 
 FINETUNE_FORMAT = "ppkt-finetune"
@@ -198,15 +198,14 @@ def evaluate_checkpoint(checkpoint: str | Path, data: str | Path | None = None, 
     from ppkt.data.scenes import SegScenes, list_scenes
 
     dev = pick_device(device, what="--device")
-    if dev.type == "cpu":
-        torch.set_flush_denormal(True)  # as in training: denormals slow CPU sparse convs down
     model, classes, cfg, state = load_finetuned(checkpoint, dev)
     scenes = list_scenes(data if data is not None else cfg.data.root, split, cfg.data.val_area)
     dataset = SegScenes(scenes, classes, voxel_size=cfg.data.voxel_size, train=False, augment=False)
     out = Path(out) if out is not None else default_eval_dir(checkpoint, split)
-    # SegScenes maps every stored ignore value to -1
-    result = evaluate_model(model, dataset, classes.names, dev, -1, out, scenes, ply, workers, split,
-                            colors=state.get("class_colors"))
+    with flush_denormals(dev):  # as in training: denormals slow CPU sparse convs down
+        # SegScenes maps every stored ignore value to -1
+        result = evaluate_model(model, dataset, classes.names, dev, -1, out, scenes, ply, workers, split,
+                                colors=state.get("class_colors"))
     result.update(checkpoint=str(checkpoint), iteration=int(state["iteration"]), out_dir=str(out))
     write_json(out / "metrics.json", result)
     return result

@@ -27,7 +27,7 @@ from ppkt.train.distributed import Dist, training_process
 from ppkt.train.evaluate import FINETUNE_FORMAT, class_colors, evaluate_model
 from ppkt.train.finetune_config import FinetuneConfig, validate_finetune
 from ppkt.train.interrupt import StopRequest
-from ppkt.train.logging import MetricsLog, plot_loss_curve
+from ppkt.train.logging import IterationTimer, MetricsLog, plot_loss_curve
 from ppkt.train.metrics import format_iou_table
 from ppkt.train.run_dir import FINETUNE_SAFE_KEYS, check_resume, start_run
 from ppkt.train.sampler import IterationBatchSampler, one_thread_worker
@@ -140,10 +140,11 @@ def _finetune(cfg: FinetuneConfig, d: Dist, device: torch.device, resume: bool, 
     log = MetricsLog(out, start) if d.main else None
     if start:
         stop_request.already_saved = f"the checkpoint of iteration {start} ({ckpt_path})"
-    t_last, voxels_since = time.perf_counter(), 0
+    t_last, voxels_since, timer = time.perf_counter(), 0, IterationTimer()
     model.train()
     with Progress(cfg.train.iterations, "finetune", initial=start, enabled=d.main) as progress:
         for it, batch in zip(range(start, stop), loader):
+            timer.batch_ready()
             batch = batch.to(device)
             logits = net(batch.feats, batch.coords, batch.batch_size)
             labelled = batch.labels >= 0
@@ -156,6 +157,7 @@ def _finetune(cfg: FinetuneConfig, d: Dist, device: torch.device, resume: bool, 
             optimizer.step()
             lrs = [g["lr"] for g in optimizer.param_groups]  # those of this iteration
             scheduler.step()
+            timer.step_done()
             voxels_since += batch.coords.shape[0] * d.world_size
             progress.update(1)
             done = it + 1
@@ -163,7 +165,7 @@ def _finetune(cfg: FinetuneConfig, d: Dist, device: torch.device, resume: bool, 
                 now = time.perf_counter()
                 acc = (logits.argmax(1)[labelled] == batch.labels[labelled]).float().mean().item() if labelled.any() else float("nan")
                 values = {"loss": loss.item(), "lr": lrs[0], "head_lr": lrs[1],
-                          "train_voxel_acc": acc, "voxels_per_s": voxels_since / max(now - t_last, 1e-9)}
+                          "train_voxel_acc": acc, "voxels_per_s": voxels_since / max(now - t_last, 1e-9), **timer.report()}
                 t_last, voxels_since = now, 0
                 log.log(done, values)
                 progress.report(done, loss=values["loss"], lr=values["lr"])
@@ -182,6 +184,7 @@ def _finetune(cfg: FinetuneConfig, d: Dist, device: torch.device, resume: bool, 
             stop_request.after_iteration(done, stop, cfg.train.iterations, saved_now, save, ckpt_path,
                                          f"ppkt finetune --config {out / 'config.yaml'} --resume", device,
                                          log.close if d.main else lambda: None)
+            timer.iteration_done()
     if d.main:
         finished = stop == cfg.train.iterations and val_set is not None
         if finished:

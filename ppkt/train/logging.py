@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import json
+import os
+import time
 from pathlib import Path
 from typing import Dict, List
 
@@ -30,6 +32,47 @@ class MetricsLog:
 
     def close(self) -> None:
         self.tb.close()
+
+
+class IterationTimer:
+    """Where the time of training iterations goes, as means over the iterations since the last `report()`:
+
+    ``data_s``: waiting for the batch (from the end of the previous iteration to `batch_ready()`);
+    ``step_s``: forward, backward and optimiser step (from `batch_ready()` to `step_done()`);
+    ``iteration_s``: their sum. Logging, checkpoints and evaluation between iterations are not counted.
+    """
+
+    def __init__(self) -> None:
+        self._end = self._ready = time.perf_counter()
+        self._data, self._step, self._n = 0.0, 0.0, 0
+
+    def batch_ready(self) -> None:
+        self._ready = time.perf_counter()
+        self._data += self._ready - self._end
+
+    def step_done(self) -> None:
+        self._step += time.perf_counter() - self._ready
+        self._n += 1
+
+    def iteration_done(self) -> None:
+        self._end = time.perf_counter()
+
+    def report(self) -> Dict[str, float]:
+        """The means since the last report, and ``rss_mib``: this process's resident memory now (MiB)."""
+        n = max(self._n, 1)
+        out = {"data_s": self._data / n, "step_s": self._step / n, "iteration_s": (self._data + self._step) / n,
+               "rss_mib": resident_mib()}
+        self._data, self._step, self._n = 0.0, 0.0, 0
+        return out
+
+
+def resident_mib() -> float:
+    """Resident memory of this process now, in MiB (Linux /proc; 0.0 where it cannot be read)."""
+    try:
+        pages = int(Path("/proc/self/statm").read_text().split()[1])
+    except (OSError, ValueError, IndexError):
+        return 0.0
+    return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
 def read_metrics(path: str | Path) -> List[dict]:

@@ -18,14 +18,15 @@ from torch.utils.data import DataLoader
 from ppkt.checkpoint import BACKBONE_FORMAT, PRETRAIN_FORMAT, load_checkpoint, load_state_strict, save_atomic
 from ppkt.config import PretrainConfig, config_to_dict, config_to_yaml, validate_pretrain
 from ppkt.data.pairs import FramePairs, collate_pairs
+from ppkt.data.teacher_cache import TeacherCache
 from ppkt.models.heads import UPL, Projection3D
 from ppkt.models.ppkt import PPKT
 from ppkt.models.sparse_unet import build_sparse_unet
 from ppkt.models.teacher import build_teacher
 from ppkt.progress import Progress
-from ppkt.train.distributed import Dist, training_process
+from ppkt.train.distributed import Dist, mixed_precision, sync_batchnorm, training_process
 from ppkt.train.interrupt import StopRequest
-from ppkt.train.logging import MetricsLog, plot_loss_curve
+from ppkt.train.logging import IterationTimer, MetricsLog, plot_loss_curve
 from ppkt.train.run_dir import PRETRAIN_SAFE_KEYS, check_resume, start_run
 from ppkt.train.sampler import IterationBatchSampler, one_thread_worker
 from ppkt.train.schedule import exponential_factor, lambda_schedule
@@ -36,7 +37,7 @@ def build_model(cfg: PretrainConfig) -> PPKT:
     student = build_sparse_unet(cfg.student.arch, in_channels=3, channels=cfg.student.channels)
     g2d = UPL(teacher.out_channels, cfg.loss.embed_dim, upsample=cfg.loss.projection == "upl")
     g3d = Projection3D(student.out_channels, cfg.loss.embed_dim)
-    return PPKT(teacher, student, g2d, g3d, cfg.loss.n_sub, cfg.loss.temperature)
+    return PPKT(teacher, student, g2d, g3d, cfg.loss.n_sub, cfg.loss.temperature, cfg.loss.gather_negatives)
 
 
 def trainable(model: PPKT) -> torch.nn.ModuleDict:
@@ -83,14 +84,17 @@ def _pretrain(cfg: PretrainConfig, d: Dist, device: torch.device, resume: bool, 
     state = load_checkpoint(ckpt_path, PRETRAIN_FORMAT) if resume else None
     if state is not None:
         check_resume(state["config"], cfg, PRETRAIN_SAFE_KEYS, ckpt_path)
-    dataset = FramePairs(cfg.data, cfg.augment)  # first: a wrong data path is the most common error
+    cache = TeacherCache(cfg.teacher.cache) if cfg.teacher.cache else None  # precomputed teacher features
+    dataset = FramePairs(cfg.data, cfg.augment, cache)  # first: a wrong data path is the most common error
     torch.manual_seed(cfg.train.seed)  # initial weights
     model = build_model(cfg).to(device)
+    model.student = sync_batchnorm(model.student, cfg.train.sync_bn, d)  # before DDP and the optimiser
+    if cache is not None:
+        cache.check_teacher(model.teacher)  # made by these very teacher weights
     params = [p for p in trainable(model).parameters() if p.requires_grad]
     optimizer = torch.optim.SGD(params, lr=cfg.optim.lr, momentum=cfg.optim.momentum, weight_decay=cfg.optim.weight_decay)
     scheduler = exponential_schedule(optimizer, cfg.optim.lr_gamma, cfg.optim.lr_step)
-    amp = torch.autocast("cuda", dtype=torch.float16, enabled=cfg.train.amp and device.type == "cuda")
-    scaler = torch.amp.GradScaler("cuda", enabled=cfg.train.amp and device.type == "cuda")
+    amp, scaler = mixed_precision(cfg.train.amp, cfg.train.amp_dtype, device)
     start = 0
     if state is not None:
         load_state_strict(trainable(model), state["model"], ckpt_path, "model")
@@ -121,10 +125,11 @@ def _pretrain(cfg: PretrainConfig, d: Dist, device: torch.device, resume: bool, 
     bad_frames: Set[str] = set()  # unusable frames this process replaced (each counted once)
     if start:
         stop_request.already_saved = f"the checkpoint of iteration {start} ({ckpt_path})"
-    t_last, frames_since = time.perf_counter(), 0
+    t_last, frames_since, timer = time.perf_counter(), 0, IterationTimer()
     model.train()
     with Progress(cfg.train.iterations, "pretrain", initial=start, enabled=d.main) as progress:
         for it, batch in zip(range(start, stop), loader):
+            timer.batch_ready()
             for frame, reason in batch.skipped:
                 if frame not in bad_frames:
                     bad_frames.add(frame)
@@ -138,6 +143,7 @@ def _pretrain(cfg: PretrainConfig, d: Dist, device: torch.device, resume: bool, 
             scaler.step(optimizer)
             scaler.update()
             scheduler.step()
+            timer.step_done()
             frames_since += batch.batch_size * d.world_size
             done = it + 1
             progress.update(1)
@@ -148,7 +154,7 @@ def _pretrain(cfg: PretrainConfig, d: Dist, device: torch.device, resume: bool, 
                     fps = frames_since / max(now - t_last, 1e-9)
                     t_last, frames_since = now, 0
                     values = {"loss": loss.item(), "lr": optimizer.param_groups[0]["lr"], "frames_per_s": fps,
-                              "skipped_frames": skipped}
+                              "skipped_frames": skipped, **timer.report()}
                     log.log(done, values)
                     progress.report(done, loss=values["loss"], lr=values["lr"], fps=fps)
             saved_now = done % cfg.train.checkpoint_every == 0 or done == stop
@@ -157,10 +163,12 @@ def _pretrain(cfg: PretrainConfig, d: Dist, device: torch.device, resume: bool, 
             stop_request.after_iteration(done, stop, cfg.train.iterations, saved_now, save, ckpt_path,
                                          f"ppkt pretrain --config {out / 'config.yaml'} --resume", device,
                                          log.close if d.main else lambda: None)
+            timer.iteration_done()
     skipped = count_distinct(bad_frames, d)
     if d.main:
         log.close()
-        plot_loss_curve(out / "metrics.jsonl", out / "loss_curve.png", chance=math.log(cfg.loss.n_sub))
+        pixels = cfg.loss.n_sub * (d.world_size if cfg.loss.gather_negatives else 1)  # candidates of each point
+        plot_loss_curve(out / "metrics.jsonl", out / "loss_curve.png", chance=math.log(pixels))
         if skipped:
             print(f"replaced {skipped} unusable frame(s) by usable ones; see the warnings above", file=sys.stderr)
         print(f"checkpoint: {ckpt_path}\nbackbone for fine-tuning: {out / 'backbone.pth'}\nmetrics: {out / 'metrics.jsonl'}  curve: {out / 'loss_curve.png'}")

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from ppkt.data.scene_augment import SceneAugment, augment_colors, crop_nearest
-from ppkt.data.scenes import (S3DIS13, SCANNET20, ClassSet, SceneError, SegScenes, class_set_from_json, collate_scenes,
+from ppkt.data.scenes import (S3DIS13, grid_sample, SCANNET20, ClassSet, SceneError, SegScenes, class_set_from_json, collate_scenes,
                               get_class_set, limit_points, list_scenes, load_scene, select_scenes)
 
 TOY = ClassSet("toy", tuple(f"c{i}" for i in range(8)), "segment")
@@ -52,9 +52,32 @@ def test_voxel_feature_is_mean_colour_and_label_is_majority(tmp_path):
         for c, (rgb, label) in expect.items():
             torch.testing.assert_close(got[c][0], torch.tensor(rgb) / 255.0 - 0.5)
             assert got[c][1] == label
-        # every original point -> the voxel containing it
-        assert [tuple(s.coords[v].tolist()) for v in s.point_to_voxel] == [tuple(int(x) for x in p) for p in pts]
-        assert s.point_labels.tolist() == seg and s.name == "s"
+        assert s.name == "s"
+        if not train:  # every original point -> the voxel containing it (training samples hold grid-sampled points)
+            assert [tuple(s.coords[v].tolist()) for v in s.point_to_voxel] == [tuple(int(x) for x in p) for p in pts]
+            assert s.point_labels.tolist() == seg
+
+
+def test_training_clouds_are_grid_sampled_at_half_the_voxel_size():
+    coord = torch.tensor([[0.1, 0.1, 0.1], [0.4, 0.2, 0.3], [0.2, 0.3, 0.1],  # cell (0,0,0): labels 2, 1, 1
+                          [0.7, 0.1, 0.1],  # cell (1,0,0): unlabelled
+                          [0.6, 0.6, 0.6], [0.9, 0.9, 0.9]])  # cell (1,1,1): labels 3, -1
+    color = torch.tensor([[30.0, 0, 0], [60, 0, 0], [90, 0, 0], [0, 50, 0], [0, 0, 10], [0, 0, 20]])
+    labels = torch.tensor([2, 1, 1, -1, 3, -1])
+    c, col, lab = grid_sample(coord, color, labels, 0.5, num_classes=4)
+    torch.testing.assert_close(c, torch.tensor([[0.7 / 3, 0.2, 0.5 / 3], [0.7, 0.1, 0.1], [0.75, 0.75, 0.75]]))
+    torch.testing.assert_close(col, torch.tensor([[60.0, 0, 0], [0, 50, 0], [0, 0, 15]]))
+    assert lab.tolist() == [1, -1, 3]
+
+
+def test_grid_sampled_training_keeps_the_voxels_of_the_full_cloud(tmp_path):
+    """A dense random cube: without augmentation the training voxels, colours and labels are those of evaluation."""
+    folder = cube_scene(tmp_path / "cube", n=60000)  # 0.4 m voxels, 0.2 m cells: octant borders are cell borders
+    full = SegScenes([folder], TOY, voxel_size=0.4, train=False)[(0, 1)]
+    sampled = SegScenes([folder], TOY, voxel_size=0.4, train=True, augment=False)[(0, 1)]
+    assert sampled.point_to_voxel.numel() == 1000  # 10^3 cells instead of 60000 points
+    assert torch.equal(sampled.coords, full.coords) and torch.equal(sampled.labels, full.labels)
+    torch.testing.assert_close(sampled.feats, full.feats, atol=0.02, rtol=0)  # mean of cell means vs of points
 
 
 def test_point_to_voxel_is_the_containing_voxel_in_eval(tmp_path):

@@ -3,7 +3,8 @@ import math
 import torch
 import torch.nn.functional as F
 
-from ppkt.losses.ppnce import ppnce_loss
+from ppkt.losses.gathered import gathered_ppnce_loss
+from ppkt.losses.ppnce import infonce, ppnce_loss
 
 
 def test_ppnce_equals_written_out_formula():
@@ -41,3 +42,29 @@ def test_ppnce_rejects_mismatched_shapes():
         assert "(n, E)" in str(err)
     else:
         raise AssertionError("expected ValueError")
+
+
+def test_logits_are_float32_under_autocast():
+    """Under bfloat16 autocast a logit of 1/tau = 25 would be rounded by up to 0.06; the loss computes them in
+    float32 (its per-point terms are those of float32 inputs, exactly)."""
+    g = torch.Generator().manual_seed(0)
+    z3d, z2d = (F.normalize(torch.randn(256, 32, generator=g), dim=1) for _ in range(2))
+    labels = torch.arange(256)
+    want = infonce(z3d, z2d, labels, 0.04)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        got, loss = infonce(z3d, z2d, labels, 0.04), ppnce_loss(z3d, z2d, 0.04)
+        rounded = F.cross_entropy((z3d @ z2d.T / 0.04).float(), labels, reduction="none")  # autocast's matmul
+    assert got.dtype == loss.dtype == torch.float32 and torch.equal(got, want)
+    assert loss.item() == ppnce_loss(z3d, z2d, 0.04).item()
+    assert (rounded - want).abs().max() > 0.01
+
+
+def test_gathered_loss_without_a_process_group_is_ppnce():
+    g = torch.Generator().manual_seed(1)
+    z3d, z2d = (F.normalize(torch.randn(20, 8, generator=g), dim=1).requires_grad_(True) for _ in range(2))
+    loss = gathered_ppnce_loss(z3d, z2d, 0.07)
+    grads = torch.autograd.grad(loss, (z3d, z2d))
+    want = ppnce_loss(z3d, z2d, 0.07)
+    assert loss.item() == want.item()
+    for got, ref in zip(grads, torch.autograd.grad(want, (z3d, z2d))):
+        assert torch.equal(got, ref)

@@ -1,4 +1,6 @@
-"""spconv on CPU (with ppkt's patch) must equal dense conv3d / conv_transpose3d, with 2 threads.
+"""spconv on CPU (with ppkt's patch) must equal dense conv3d / conv_transpose3d, with 1 and 2 threads, on both
+CPU paths: "loop" (spconv's per-offset loop, scatter fixed) and "gemm" (ppkt.models.spconv_gemm, in both of its
+strategies: per-pair products reduced by embedding_bag, and im2col), in float64 to 1e-10.
 
 Without the patch these tests fail: backward raises (no NVIDIA driver) and the racy CPU scatter-add
 makes forward values differ from dense convolution by O(0.1).
@@ -8,7 +10,16 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from ppkt.models.spconv_cpu import apply_spconv_cpu_patch, default_conv_algo, patch_applied, spconv
+from ppkt.models import spconv_gemm
+from ppkt.models.spconv_cpu import (
+    apply_spconv_cpu_patch,
+    cpu_conv_path,
+    default_conv_algo,
+    get_cpu_conv_path,
+    patch_applied,
+    set_cpu_conv_path,
+    spconv,
+)
 
 S = 16  # grid side
 B = 2  # clouds per batch
@@ -18,7 +29,31 @@ TOL = 1e-10
 REPEATS = 5
 
 
-pytestmark = pytest.mark.usefixtures("two_threads")
+# (CPU path, gemm strategy, threads); the gemm variants run with tiny chunks so that every layer spans many
+PATHS = [(p, s, t) for p, s in [("loop", None), ("gemm", "pairs"), ("gemm", "im2col")] for t in (1, 2)]
+
+
+@pytest.fixture(params=PATHS, ids=[f"{p}-{s}-{t}thr" if s else f"{p}-{t}thr" for p, s, t in PATHS])
+def conv_path(request, monkeypatch):
+    """Runs the test on one CPU path and thread count; checks that the gemm path really ran (or did not)."""
+    path, strategy, threads = request.param
+    calls = []
+    forward, backward = spconv_gemm.conv_forward, spconv_gemm.conv_backward
+    monkeypatch.setattr(spconv_gemm, "conv_forward", lambda *a, **k: calls.append("f") or forward(*a, **k))
+    monkeypatch.setattr(spconv_gemm, "conv_backward", lambda *a, **k: calls.append("b") or backward(*a, **k))
+    monkeypatch.setattr(spconv_gemm, "CHUNK_BYTES", 1 << 12)
+    monkeypatch.setattr(spconv_gemm, "MIN_CHUNK_PAIRS", 600)
+    monkeypatch.setattr(spconv_gemm, "IM2COL_BYTES", 1 << 12)
+    monkeypatch.setattr(spconv_gemm, "IM2COL_MAX_C_IN", 1 << 20 if strategy == "im2col" else 0)
+    old_threads = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        with cpu_conv_path(path):
+            yield path
+        assert torch.get_num_threads() == threads  # the gemm path's threaded chunks give the setting back
+    finally:
+        torch.set_num_threads(old_threads)
+    assert ("f" in calls and "b" in calls) if path == "gemm" else not calls
 
 
 def random_cloud(gen: torch.Generator):
@@ -82,11 +117,16 @@ def test_patch_is_applied_and_idempotent():
     import spconv.pytorch.ops as ops
 
     assert not isinstance(ops.SpconvOps._ppkt_original, type(ops.SpconvOps))  # no proxy of a proxy
+    from spconv.pytorch.functional import SparseInverseConvFunction
+
+    for wrapper in (ops.indice_conv, ops.indice_conv_backward, SparseInverseConvFunction.backward):
+        assert not hasattr(wrapper._ppkt_original, "_ppkt_original")  # no wrapper of a wrapper
     if not torch.cuda.is_available():
         assert ops.get_current_stream() == 0
         assert default_conv_algo() == spconv.ConvAlgo.Native
 
 
+@pytest.mark.usefixtures("two_threads")
 def test_scatter_add_and_gather_cpu_are_exact_and_use_only_len_idx_rows():
     from spconv.pytorch.cppcore import torch_tensor_to_tv
 
@@ -105,14 +145,14 @@ def test_scatter_add_and_gather_cpu_are_exact_and_use_only_len_idx_rows():
         assert torch.equal(gathered[:n], out[idx.long()]) and not gathered[n:].any()
 
 
-def test_submconv3d_matches_dense():
+def test_submconv3d_matches_dense(conv_path):
     gen = torch.Generator().manual_seed(0)
     conv = spconv.SubMConv3d(C_IN, C_OUT, 3, bias=False, algo=default_conv_algo())
     coords, y = run_conv_case(conv, lambda d, w: F.conv3d(d, w, padding=1), gen)
     assert torch.equal(y.indices, coords)  # submanifold: same sites, same order
 
 
-def test_sparseconv3d_stride2_matches_dense():
+def test_sparseconv3d_stride2_matches_dense(conv_path):
     gen = torch.Generator().manual_seed(1)
     conv = spconv.SparseConv3d(C_IN, C_OUT, 2, stride=2, bias=False, algo=default_conv_algo())
     coords, y = run_conv_case(conv, lambda d, w: F.conv3d(d, w, stride=2), gen)
@@ -121,7 +161,7 @@ def test_sparseconv3d_stride2_matches_dense():
     assert torch.equal(got, expect)
 
 
-def test_sparseconv3d_k3_pad1_matches_dense():
+def test_sparseconv3d_k3_pad1_matches_dense(conv_path):
     gen = torch.Generator().manual_seed(2)
     conv = spconv.SparseConv3d(C_IN, C_OUT, 3, stride=1, padding=1, bias=False, algo=default_conv_algo())
     coords, y = run_conv_case(conv, lambda d, w: F.conv3d(d, w, padding=1), gen)
@@ -133,7 +173,7 @@ def test_sparseconv3d_k3_pad1_matches_dense():
     assert bool(reach[c[:, 0], c[:, 1], c[:, 2], c[:, 3]].all())
 
 
-def test_sparse_inverse_conv3d_matches_conv_transpose3d():
+def test_sparse_inverse_conv3d_matches_conv_transpose3d(conv_path):
     gen = torch.Generator().manual_seed(3)
     down = spconv.SparseConv3d(C_IN, C_OUT, 2, stride=2, bias=False, indice_key="d", algo=default_conv_algo())
     up = spconv.SparseInverseConv3d(C_OUT, C_IN, 2, bias=False, indice_key="d", algo=default_conv_algo())
@@ -153,6 +193,80 @@ def test_sparse_inverse_conv3d_matches_conv_transpose3d():
         yd = at_sites(dense, coords)
         assert (y.features - yd).abs().max().item() < TOL
         check_grads(y.features, yd, (h, up.weight), (hd, w), gen)
+
+
+def test_stem_like_conv_without_input_grad_matches_dense(conv_path, monkeypatch):
+    """SubM k=5 on 3 channels whose input needs no gradient (the SR-UNet stem on voxel colours): the gemm
+    path skips the input gradient, and the weight gradient still equals dense conv3d's."""
+    seen, backward = [], spconv_gemm.conv_backward
+    spy = lambda *a, **k: seen.append(k["need_input_grad"]) or backward(*a, **k)  # noqa: E731
+    monkeypatch.setattr(spconv_gemm, "conv_backward", spy)
+    gen = torch.Generator().manual_seed(4)
+    conv = spconv.SubMConv3d(3, 5, 5, bias=False, algo=default_conv_algo()).double()
+    coords, _ = random_cloud(gen)
+    feats = torch.randn(len(coords), 3, generator=gen, dtype=torch.float64)
+    y = conv(spconv.SparseConvTensor(feats, coords, [S, S, S], B))
+    w = conv.weight.detach().clone().requires_grad_(True)
+    yd = at_sites(F.conv3d(to_dense(feats, coords, (S, S, S)), dense_weight(w), padding=2), coords)
+    assert torch.equal(y.indices, coords) and (y.features - yd).abs().max().item() < TOL
+    check_grads(y.features, yd, (conv.weight,), (w,), gen)
+    assert seen == ([False] if conv_path == "gemm" else [])
+
+
+def test_isolated_voxels_submconv_is_the_centre_product(conv_path):
+    """No neighbour pairs at all (an empty rulebook but the centre): out = x @ W[centre], grads likewise."""
+    gen = torch.Generator().manual_seed(6)
+    coords = torch.tensor([[0, 1, 1, 1], [0, 5, 5, 5], [1, 1, 9, 1], [1, 12, 3, 14]], dtype=torch.int32)
+    feats = torch.randn(4, C_IN, generator=gen, dtype=torch.float64, requires_grad=True)
+    conv = spconv.SubMConv3d(C_IN, C_OUT, 3, bias=False, algo=default_conv_algo()).double()
+    y = conv(spconv.SparseConvTensor(feats, coords, [S, S, S], B))
+    w = conv.weight.detach().clone().requires_grad_(True)
+    f = feats.detach().clone().requires_grad_(True)
+    yd = f @ w[:, 1, 1, 1].T
+    assert (y.features - yd).abs().max().item() < TOL
+    check_grads(y.features, yd, (feats, conv.weight), (f, w), gen)
+
+
+def test_rulebook_tables_are_built_once_per_shared_rulebook(monkeypatch):
+    """Layers sharing an indice_key get the same indice_pairs tensor: one Rulebook and, for a submanifold
+    rulebook, one sorted plan (the other side is its mirror); a down/up pair builds one plan per side."""
+    built = []
+    plan_cls = spconv_gemm._Plan
+    monkeypatch.setattr(spconv_gemm, "_Plan", lambda *a: built.append(a[1]) or plan_cls(*a))
+    monkeypatch.setattr(spconv_gemm, "IM2COL_MAX_C_IN", 0)
+    gen = torch.Generator().manual_seed(7)
+    coords, feats = random_cloud(gen)
+    algo = default_conv_algo()
+    subm = [spconv.SubMConv3d(C_IN, C_IN, 3, bias=False, indice_key="s", algo=algo).double() for _ in range(3)]
+    down = spconv.SparseConv3d(C_IN, C_OUT, 2, stride=2, bias=False, indice_key="d", algo=algo).double()
+    up = spconv.SparseInverseConv3d(C_OUT, C_IN, 2, bias=False, indice_key="d", algo=algo).double()
+    with cpu_conv_path("gemm"):
+        x = spconv.SparseConvTensor(feats, coords, [S, S, S], B)
+        for layer in subm:
+            x = layer(x)
+        assert built == [1]  # forward: reduce onto the output side
+        y = up(down(x))
+        y.features.square().sum().backward()
+    assert sorted(built) == [0, 1, 1]  # subm: one plan, mirrored for backward; down/up: one per side
+    pairs = x.indice_dict["s"].indice_pairs
+    assert pairs._ppkt_rulebook is spconv_gemm.rulebook(pairs, x.indice_dict["s"].indice_pair_num, True)
+
+
+def test_cpu_conv_path_switch(monkeypatch):
+    import ppkt.models.spconv_cpu as mod
+
+    assert get_cpu_conv_path() in ("gemm", "loop")
+    with pytest.raises(ValueError, match="unknown CPU conv path"):
+        set_cpu_conv_path("fast")
+    with cpu_conv_path("loop"):
+        assert get_cpu_conv_path() == "loop"
+    monkeypatch.setenv("PPKT_SPCONV_CPU", "loop")
+    assert mod._path_from_env() == "loop"
+    monkeypatch.setenv("PPKT_SPCONV_CPU", "")
+    assert mod._path_from_env() == "gemm"  # the default
+    monkeypatch.setenv("PPKT_SPCONV_CPU", "cuda")
+    with pytest.raises(ValueError, match="PPKT_SPCONV_CPU"):
+        mod._path_from_env()
 
 
 def test_sparse_tensors_do_not_log_the_fx_tracing_warning(caplog):

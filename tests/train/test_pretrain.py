@@ -38,8 +38,12 @@ def tiny_config(out: Path, *extra: str):
 
 def test_short_pretraining_lowers_the_loss(tmp_path):
     out = pretrain(tiny_config(tmp_path / "run", "train.iterations=40", "train.checkpoint_every=100"))
-    losses = [r["loss"] for r in read_metrics(out / "metrics.jsonl")]
+    records = read_metrics(out / "metrics.jsonl")
+    losses = [r["loss"] for r in records]
     assert len(losses) == 40
+    for r in records:  # where the time went: waiting for data + computing
+        assert r["data_s"] >= 0 and r["step_s"] > 0 and r["iteration_s"] == pytest.approx(r["data_s"] + r["step_s"])
+        assert 100 < r["rss_mib"] < 20000
     # at the start the 3D embeddings carry no information: the loss is at least chance, log(n_sub)
     assert losses[0] > np.log(256) - 0.2
     assert np.mean(losses[-5:]) < min(losses[0] - 2.0, np.log(256) - 0.2)
