@@ -3,16 +3,19 @@
 The paths (ppkt.models.spconv_cpu): "loop" -- spconv's own per-kernel-offset gather-GEMM-scatter loop with
 ppkt's scatter fix; "gemm" -- ppkt.models.spconv_gemm. Both run in one process on the same clouds and the same
 weights, interleaved (loop, gemm, loop, gemm, ...) after one warm-up iteration each, so drifting load hits both
-alike; the table gives medians. Cases:
+alike; the table gives medians, "speedup" = median(baseline) / median(path) and "paired" = the median of the
+per-iteration ratios baseline_i / path_i (the two run back to back: robust to load that changes between
+iterations). Cases:
 
 * synthetic: depth-frame-like clouds -- one synthetic 480x640 depth frame of a room (floor, two walls, a table
   and boxes) per cloud, back-projected with Kinect-like intrinsics, voxelised at 2.5 cm and cropped to the
   ``--voxels`` voxels nearest the image centre;
-* real: frames 000000 and 000050 of data/7scenes-redkitchen back-projected (ppkt.geometry.backproject, camera
-  frame) and voxelised at 2.5 cm (ppkt.geometry.voxelize), mean colour per voxel.
+* real: frames 000000 and 000050 of data/7scenes-redkitchen back-projected with their poses (world frame,
+  ppkt.geometry.backproject) and voxelised at 2.5 cm (ppkt.geometry.voxelize), one cloud each, mean colour
+  per voxel.
 
 Efficiency = useful multiply-adds per second / a dense fp32 matmul's (``torch.mm`` of two ``--mm-size`` square
-matrices, same thread count, measured in the same run). Useful multiply-adds = sum over the convolutions of
+matrices, same thread count, median of 5 runs before and 5 after the timed iterations). Useful multiply-adds = sum over the convolutions of
 pairs x C_in x C_out from the rulebooks (a submanifold conv's centre counts one pair per voxel, a 1x1 conv
 one per voxel), times 3 for forward + backward. Peak memory: the process's peak RSS (VmHWM) during that
 path's iterations, reset before each.
@@ -101,8 +104,8 @@ def synthetic_batch(n_voxels: int, batch: int) -> tuple[torch.Tensor, torch.Tens
 
 
 def real_batch(voxel: float = 0.025) -> tuple[torch.Tensor, torch.Tensor, str]:
-    """Frames 000000 and 000050 of data/7scenes-redkitchen, one cloud each (camera frame), mean colour per voxel."""
-    from ppkt.data.frames import read_color, read_depth
+    """Frames 000000 and 000050 of data/7scenes-redkitchen, one cloud each (world frame), mean colour - 0.5."""
+    from ppkt.data.frames import read_color, read_depth, read_matrix
     from ppkt.geometry.backproject import backproject
     from ppkt.geometry.voxelize import voxelize
 
@@ -112,9 +115,10 @@ def real_batch(voxel: float = 0.025) -> tuple[torch.Tensor, torch.Tensor, str]:
     for b, name in enumerate(REAL_FRAMES):
         depth = torch.from_numpy(read_depth(root / f"frame-{name}.depth.png"))
         color = torch.from_numpy(read_color(root / f"frame-{name}.color.jpg")).float() / 255
-        bp = backproject(depth, K, color)
+        pose = torch.from_numpy(read_matrix(root / f"frame-{name}.pose.txt", "pose"))
+        bp = backproject(depth, K, color, pose)
         vox = voxelize(bp.points, voxel)
-        feats.append(vox.mean(bp.features))
+        feats.append(vox.mean(bp.features) - 0.5)
         coords.append(torch.cat([torch.full((vox.num_voxels, 1), b, dtype=torch.int32), vox.coords], 1))
     sizes = "+".join(str(len(c)) for c in coords)
     return torch.cat(feats), torch.cat(coords), f"7scenes-redkitchen frames {'+'.join(REAL_FRAMES)} ({sizes} voxels)"
@@ -146,8 +150,8 @@ def useful_macs(model: torch.nn.Module, feats: torch.Tensor, coords: torch.Tenso
     return total
 
 
-def mm_rate(size: int, repeats: int = 5) -> float:
-    """Dense fp32 ``torch.mm`` rate in FLOP/s (median of repeats, after a warm-up)."""
+def mm_times(size: int, repeats: int = 5) -> list[float]:
+    """Seconds of dense fp32 ``torch.mm`` of two (size, size) matrices, repeats times after a warm-up."""
     a, b = torch.randn(size, size), torch.randn(size, size)
     torch.mm(a, b)
     times = []
@@ -155,7 +159,7 @@ def mm_rate(size: int, repeats: int = 5) -> float:
         t0 = time.perf_counter()
         torch.mm(a, b)
         times.append(time.perf_counter() - t0)
-    return 2 * size**3 / statistics.median(times)
+    return times
 
 
 def _reset_peak_rss() -> bool:
@@ -206,12 +210,18 @@ def main() -> None:
     ap.add_argument("--cases", default="synthetic,real", help="comma-separated: synthetic, real")
     ap.add_argument("--voxels", type=int, default=20000, help="voxels per synthetic cloud")
     ap.add_argument("--batch", type=int, default=2, help="synthetic clouds per batch")
-    ap.add_argument("--runs", type=int, default=5, help="timed iterations per path (after one warm-up)")
+    ap.add_argument("--runs", "--repeats", type=int, default=5, help="timed iterations per path (after one warm-up)")
     ap.add_argument("--threads", default="1,2", help="comma-separated torch thread counts")
     ap.add_argument("--paths", default="loop,gemm", help="comma-separated CPU conv paths (first = baseline)")
     ap.add_argument("--mm-size", type=int, default=2048, help="side of the dense fp32 matmul reference")
-    ap.add_argument("--json", type=Path, default=None, help="also write the numbers to this JSON file")
+    ap.add_argument("--json", type=Path, default=None, help="also write the numbers (and the table) to this JSON file")
     args = ap.parse_args()
+    table = []
+
+    def say(line: str = "") -> None:
+        print(line, flush=True)
+        table.append(line)
+
     paths = args.paths.split(",")
     threads = [int(t) for t in args.threads.split(",")]
 
@@ -223,23 +233,26 @@ def main() -> None:
         "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"), "runs": args.runs,
         "load_avg_start": os.getloadavg()[0], "cases": [],
     }
-    print(f"{args.arch} channels={tuple(args.channels)} params={n_params / 1e6:.1f}M  torch {torch.__version__}, "
+    say(f"{args.arch} channels={tuple(args.channels)} params={n_params / 1e6:.1f}M  torch {torch.__version__}, "
           f"{report['cpu']} x{os.cpu_count()}, OMP_WAIT_POLICY={report['omp_wait_policy']}, "
           f"load avg {report['load_avg_start']:.1f}; medians of {args.runs} runs after 1 warm-up, paths interleaved")
     for case in args.cases.split(","):
         feats, coords, desc = synthetic_batch(args.voxels, args.batch) if case == "synthetic" else real_batch()
         batch = int(coords[:, 0].max()) + 1
         macs = useful_macs(model, feats, coords, batch)
-        print(f"\n[{case}] {desc}: {len(coords)} voxels; useful multiply-adds fwd {macs / 1e9:.2f} G, "
+        say()
+        say(f"[{case}] {desc}: {len(coords)} voxels; useful multiply-adds fwd {macs / 1e9:.2f} G, "
               f"fwd+bwd {3 * macs / 1e9:.2f} G")
-        print(f"{'thr':>3} {'path':>5} {'fwd s':>7} {'bwd s':>7} {'total s':>8} {'min':>7} {'max':>7} "
-              f"{'speedup':>7} {'GMAC/s':>7} {'mm GF/s':>7} {'eff':>5} {'peak GiB':>8} {'load':>5}")
+        say(f"{'thr':>3} {'path':>5} {'fwd s':>7} {'bwd s':>7} {'total s':>8} {'min':>7} {'max':>7} "
+              f"{'speedup':>7} {'paired':>6} {'GMAC/s':>7} {'mm GF/s':>7} {'eff':>5} {'peak GiB':>8} {'load':>5}")
         for t in threads:
             torch.set_num_threads(t)
-            rate = mm_rate(args.mm_size)
+            before = mm_times(args.mm_size)
             res = time_paths(model, feats, coords, batch, paths, args.runs)
+            rate = 2 * args.mm_size**3 / statistics.median(before + mm_times(args.mm_size))  # before and after
             load = os.getloadavg()[0]
-            base = statistics.median([a + b for a, b in zip(res[paths[0]]["fwd"], res[paths[0]]["bwd"])])
+            base_all = [a + b for a, b in zip(res[paths[0]]["fwd"], res[paths[0]]["bwd"])]
+            base = statistics.median(base_all)
             for path in paths:
                 r = res[path]
                 total = [a + b for a, b in zip(r["fwd"], r["bwd"])]
@@ -249,15 +262,19 @@ def main() -> None:
                     "case": case, "description": desc, "voxels": len(coords), "threads": t, "path": path,
                     "fwd_s": statistics.median(r["fwd"]), "bwd_s": statistics.median(r["bwd"]), "total_s": med,
                     "total_min_s": min(total), "total_max_s": max(total), "total_all_s": total,
-                    "speedup_vs_" + paths[0]: base / med, "useful_macs_fwd": macs,
+                    "speedup_vs_" + paths[0]: base / med,
+                    "paired_speedup_vs_" + paths[0]: statistics.median(b / t for b, t in zip(base_all, total)),
+                    "useful_macs_fwd": macs,
                     "useful_mac_per_s": macs_s, "mm_flop_per_s": rate,
                     "efficiency": 2 * macs_s / rate, "peak_rss_gib": r["peak_rss_gib"] or None, "load_avg": load,
                 }
                 report["cases"].append(row)
                 peak = f"{r['peak_rss_gib']:.2f}" if r["peak_rss_gib"] else "n/a"
-                print(f"{t:>3} {path:>5} {row['fwd_s']:7.3f} {row['bwd_s']:7.3f} {med:8.3f} {min(total):7.3f} "
-                      f"{max(total):7.3f} {base / med:6.2f}x {macs_s / 1e9:7.1f} {rate / 1e9:7.1f} "
+                say(f"{t:>3} {path:>5} {row['fwd_s']:7.3f} {row['bwd_s']:7.3f} {med:8.3f} {min(total):7.3f} "
+                      f"{max(total):7.3f} {base / med:6.2f}x {row['paired_speedup_vs_' + paths[0]]:5.2f}x "
+                      f"{macs_s / 1e9:7.1f} {rate / 1e9:7.1f} "
                       f"{row['efficiency']:5.2f} {peak:>8} {load:5.1f}")
+    report["table"] = "\n".join(table)
     if args.json:
         args.json.write_text(json.dumps(report, indent=1) + "\n")
         print(f"\nwrote {args.json}")

@@ -18,7 +18,9 @@ chunk in its own cache. Each part sums its own weight gradient; parts are added 
 
 The index tensors are built once per rulebook and cached on the rulebook tensor, which every layer
 sharing an ``indice_key`` (and the inverse conv of a down conv) receives as the same object; a
-submanifold rulebook's table for one side is the mirror of the other's (built once).
+submanifold rulebook's table for one side is the mirror of the other's (built once). (Measured on
+SR-UNet34, 2 x 20k voxels: forward+backward 8% faster with 2 threads, 13% with 1, than rebuilding them
+per layer.)
 
 Rulebook (spconv, Native algorithm): ``indice_pairs`` (2, K, P) int32, ``indice_pair_num`` (K,);
 offset k pairs input row ``indice_pairs[0, k, j]`` with output row ``indice_pairs[1, k, j]``,
@@ -31,7 +33,9 @@ is not listed. Weights are (C_out, *kernel, C_in) (spconv's KRSC layout): offset
 
 from __future__ import annotations
 
+import bisect
 import functools
+import itertools
 import os
 from concurrent.futures import ThreadPoolExecutor, wait
 
@@ -66,12 +70,10 @@ class _Plan:
         red, oth, n_off = rb.pairs[side], rb.pairs[1 - side], len(rb.offsets)
         counts = torch.bincount(red, minlength=num_rows)
         ends = torch.cumsum(counts, 0)
-        # rows r0:r1 form a chunk of at most chunk_pairs pairs (greedy; a row has at most K pairs)
-        row_bounds = [0]
-        while row_bounds[-1] < num_rows:
-            r0 = row_bounds[-1]
-            r1 = int(torch.searchsorted(ends, (int(ends[r0 - 1]) if r0 else 0) + chunk_pairs, right=True))
-            row_bounds.append(min(max(r1, r0 + 1), num_rows))
+        # rows r0:r1 form a chunk; ceil(P / chunk_pairs) chunks of about equal numbers of pairs
+        n_chunks = -(-red.numel() // chunk_pairs)
+        targets = torch.arange(1, n_chunks) * red.numel() // n_chunks
+        row_bounds = sorted({0, num_rows, *torch.searchsorted(ends, targets, right=True).tolist()})
         n_chunks, rows_per_chunk = len(row_bounds) - 1, torch.tensor(row_bounds).diff()
         chunk_of_row = torch.repeat_interleave(torch.arange(n_chunks, dtype=torch.int32), rows_per_chunk)
         key = _take(chunk_of_row, red) * n_off + rb.offset_index  # the pairs come grouped by offset
@@ -140,8 +142,8 @@ class Rulebook:
         return sum(self.counts)
 
     def plan(self, side: int, num_rows: int, chunk_pairs: int) -> _Plan:
-        """Pairs sorted for a reduction onto the ``num_rows`` rows of ``side``, in chunks of at most
-        ``chunk_pairs`` pairs (cached)."""
+        """Pairs sorted for a reduction onto the ``num_rows`` rows of ``side``, in ceil(P / chunk_pairs)
+        chunks of about equal numbers of pairs (cached)."""
         key = ("plan", side, num_rows, chunk_pairs)
         if key not in self._cache:
             other = self._cache.get(("plan", 1 - side, num_rows, chunk_pairs)) if self.subm else None
@@ -176,12 +178,11 @@ def rulebook(indice_pairs: Tensor, indice_pair_num: Tensor, subm: bool) -> Ruleb
 
 
 def _chunk_pairs(num_pairs: int, c_in: int, c_out: int, dtype: torch.dtype) -> int:
-    """Pairs per chunk: at most CHUNK_BYTES of gathered rows, and small enough to give each thread a
-    chunk; a power of two, so that layers of similar widths share the rulebook's plan."""
-    budget = CHUNK_BYTES // (max(c_in, c_out) * torch.finfo(dtype).bits // 8)
-    share = -(-num_pairs // torch.get_num_threads())
-    pairs = min(1 << (budget.bit_length() - 1), 1 << max(share - 1, 1).bit_length())
-    return max(MIN_CHUNK_PAIRS, pairs)
+    """Pairs per chunk: at most CHUNK_BYTES of gathered rows, and an equal number of chunks per thread."""
+    budget = max(1, CHUNK_BYTES // (max(c_in, c_out) * torch.finfo(dtype).bits // 8))
+    per_thread = -(-num_pairs // torch.get_num_threads())
+    chunks_per_thread = -(-per_thread // budget)
+    return max(MIN_CHUNK_PAIRS, -(-per_thread // chunks_per_thread))
 
 
 def _im2col_chunks(num_rows: int, k_vol: int, c_in: int, itemsize: int) -> list[tuple[int, int]]:
@@ -207,21 +208,37 @@ def _pool(workers: int) -> ThreadPoolExecutor:
     if _POOL is None or _POOL[0] != os.getpid() or _POOL[1] != workers:
         if _POOL is not None and _POOL[0] == os.getpid():
             _POOL[2].shutdown(wait=False)
-        _POOL = (os.getpid(), workers, ThreadPoolExecutor(workers, thread_name_prefix="ppkt-spconv"))
+        pool = ThreadPoolExecutor(workers, "ppkt-spconv", initializer=torch.set_num_threads, initargs=(1,))
+        _POOL = (os.getpid(), workers, pool)
     return _POOL[2]
+
+
+def _nearest(sorted_values: list, target: float) -> int:
+    """Index of the value nearest to target in a sorted list."""
+    i = bisect.bisect_left(sorted_values, target)
+    if i == len(sorted_values) or (i > 0 and target - sorted_values[i - 1] <= sorted_values[i] - target):
+        return i - 1
+    return i
 
 
 def _run_chunks(work, chunks: list) -> None:
     """``work(chunks_part, part)`` over all chunks: with T = torch.get_num_threads() > 1, the chunks are cut
-    into T contiguous parts run concurrently (the caller's thread and T - 1 pool threads), every torch op
-    single-threaded meanwhile; else in one call."""
+    into T contiguous parts of about equal size (rows or pairs) run concurrently (the caller's thread and
+    T - 1 pool threads), every torch op single-threaded meanwhile; else in one call."""
     threads = torch.get_num_threads()
-    work = torch.no_grad()(work)  # grad mode is per thread: no graph in pool threads either
+    # grad, autocast and inference mode are per thread: all parts record no graph and compute in the
+    # features' dtype, and write into inference tensors only under inference mode (outermost:
+    # inference_mode(False) would turn grad mode back on)
+    work = torch.no_grad()(torch.autocast("cpu", enabled=False)(work))
+    if torch.is_inference_mode_enabled():
+        work = torch.inference_mode()(work)
     if threads <= 1 or len(chunks) < 2:
         work(chunks, 0)
         return
     parts = min(threads, len(chunks))
-    cut = [round(i * len(chunks) / parts) for i in range(parts + 1)]
+    ends = list(itertools.accumulate(c[1] - c[0] for c in chunks))  # chunks start with (first, end) row/pair
+    cut = sorted({0, len(chunks), *(_nearest(ends, ends[-1] * i / parts) + 1 for i in range(1, parts))})
+    parts = len(cut) - 1  # (no empty part)
     torch.set_num_threads(1)
     futures = []
     try:
