@@ -109,7 +109,7 @@ class Rulebook:
     Attributes:
         kernel_volume: K.
         subm: submanifold rulebook (centre offset = identity, not listed in ``pairs``).
-        pairs: (2, P) int32; row 0 the rows on side 0 (the input of a forward conv), row 1 on side 1.
+        pairs: (2, P) int32 (a copy); row 0 the rows on side 0 (the input of a forward conv), row 1 on side 1.
         offsets: the kernel offsets that have pairs; ``offset_index`` (P,) int32: each pair's position in it.
     """
 
@@ -119,17 +119,17 @@ class Rulebook:
         counts = [num[k_vol - 1 - k] if subm and k > centre else num[k] for k in range(k_vol)]
         if subm:
             counts[centre] = 0  # the identity: a dense product, not gathered
-        self.kernel_volume, self.subm, self.indice_pairs = k_vol, bool(subm), indice_pairs
+        self.kernel_volume, self.subm = k_vol, bool(subm)
         self.offsets = [k for k in range(k_vol) if counts[k] > 0]
         self.counts = [counts[k] for k in self.offsets]
+        # (no reference to indice_pairs: the rulebook is cached on that tensor, and a cycle through it would
+        # keep every iteration's tables alive until the garbage collector ran -- resident memory grew by
+        # hundreds of MiB over a few hundred iterations)
+        if self.offsets:
+            self.pairs = torch.cat([indice_pairs[:, k, :n] for k, n in zip(self.offsets, self.counts)], dim=1).int()
+        else:
+            self.pairs = torch.zeros(2, 0, dtype=torch.int32)
         self._cache: dict[tuple, object] = {}
-
-    @functools.cached_property
-    def pairs(self) -> Tensor:
-        """(2, P) int32: the pairs of all offsets, concatenated in the order of ``offsets``."""
-        if not self.offsets:
-            return torch.zeros(2, 0, dtype=torch.int32)
-        return torch.cat([self.indice_pairs[:, k, :n] for k, n in zip(self.offsets, self.counts)], dim=1).int()
 
     @functools.cached_property
     def offset_index(self) -> Tensor:
@@ -160,8 +160,8 @@ class Rulebook:
         if key not in self._cache:
             k_vol = self.kernel_volume
             nbr = torch.full((num_rows, k_vol), pad_row, dtype=torch.int32)
-            for k, n in zip(self.offsets, self.counts):
-                nbr[:, k].index_put_((self.indice_pairs[side, k, :n].long(),), self.indice_pairs[1 - side, k, :n])
+            for k, pairs in zip(self.offsets, self.pairs.split(self.counts, dim=1)):
+                nbr[:, k].index_put_((pairs[side].long(),), pairs[1 - side])
             if self.subm:
                 nbr[:, k_vol // 2] = torch.arange(num_rows, dtype=torch.int32)
             self._cache[key] = nbr

@@ -313,3 +313,27 @@ def test_sparse_tensors_do_not_log_the_fx_tracing_warning(caplog):
     _symbolic_trace.is_fx_tracing_warning.cache_clear()
     _symbolic_trace.log.warning("another torch.fx message")  # the filter drops that one message only
     assert [r.getMessage() for r in caplog.records] == ["another torch.fx message"]
+
+
+def test_rulebook_cache_does_not_keep_its_tensors_alive():
+    """The rulebook cached on indice_pairs holds no reference back to it: once a forward/backward is done and
+    its tensors are dropped, they are freed at once, without waiting for the garbage collector (a cycle
+    through the cache made resident memory grow by hundreds of MiB over a few hundred training iterations)."""
+    import gc
+    import weakref
+
+    gen = torch.Generator().manual_seed(3)
+    coords, feats = random_cloud(gen)
+    conv = spconv.SubMConv3d(C_IN, C_OUT, 3, bias=False, indice_key="s", algo=default_conv_algo()).double()
+    gc.disable()
+    try:
+        with cpu_conv_path("gemm"):
+            out = conv(spconv.SparseConvTensor(feats, coords, [S, S, S], B))
+            out.features.square().sum().backward()
+        pairs = out.indice_dict["s"].indice_pairs
+        assert hasattr(pairs, "_ppkt_rulebook")
+        alive = weakref.ref(pairs)
+        del out, pairs
+        assert alive() is None
+    finally:
+        gc.enable()
