@@ -103,11 +103,12 @@ class ElasticField:
 
     def __call__(self, points: Tensor) -> Tensor:
         size = torch.tensor(self.noise.shape[1:], dtype=points.dtype)
-        pos = (points - self.origin.to(points.dtype)) / self.granularity  # grid units
-        norm = 2.0 * pos / (size - 1) - 1.0  # align_corners=True: node i at -1 + 2 i / (D - 1)
-        grid = norm.flip(-1).view(1, -1, 1, 1, 3)  # grid_sample wants (x=W=Dz, y=H=Dy, z=D=Dx)
-        disp = F.grid_sample(self.noise[None].to(points.dtype), grid, mode="bilinear", align_corners=True, padding_mode="border")
-        return points + self.magnitude * disp.view(3, -1).T
+        scale = 2.0 / (self.granularity * (size - 1))  # align_corners=True: node i at -1 + 2 i / (D - 1)
+        grid = torch.addcmul(-1.0 - self.origin.to(points.dtype) * scale, points, scale).view(1, -1, 1, 1, 3)
+        # grid_sample reads grid (x, y, z) as (W, H, D): the noise is laid out (Dz, Dy, Dx) to match
+        noise = self.noise.permute(0, 3, 2, 1)[None].to(points.dtype)
+        disp = F.grid_sample(noise, grid, mode="bilinear", align_corners=True, padding_mode="border")
+        return torch.add(points, disp.view(3, -1).T, alpha=self.magnitude)
 
 
 def random_elastic_field(points: Tensor, granularity: float, magnitude: float, generator: torch.Generator) -> ElasticField:

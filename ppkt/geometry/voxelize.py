@@ -33,11 +33,11 @@ class Voxelization:
         """One point per voxel, chosen uniformly at random among the voxel's points -> (M,) point indices."""
         n = self.point_to_voxel.shape[0]
         perm = torch.randperm(n, generator=generator)
-        order = torch.argsort(self.point_to_voxel[perm], stable=True)
-        sorted_voxels = self.point_to_voxel[perm][order]
-        first = torch.ones(n, dtype=torch.bool)
-        first[1:] = sorted_voxels[1:] != sorted_voxels[:-1]
-        return perm[order[first]]
+        rank = torch.empty_like(perm)
+        rank[perm] = torch.arange(n)  # each point's position in the random order
+        # per voxel, the point that comes first in that order (no sort: a scatter-min of the ranks)
+        first = torch.full((self.num_voxels,), n, dtype=rank.dtype).scatter_reduce_(0, self.point_to_voxel, rank, "amin")
+        return perm[first]
 
 
 def voxelize(points: Tensor, voxel_size: float) -> Voxelization:
