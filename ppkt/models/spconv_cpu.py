@@ -30,13 +30,14 @@ and replaces how the CPU computes (3):
    The "loop" path is spconv's own loop with fixes 1-2, i.e. ppkt's CPU path before the gemm path.
    Choose with the environment variable ``PPKT_SPCONV_CPU=gemm|loop`` (default gemm) or
    :func:`set_cpu_conv_path` / :func:`cpu_conv_path`. ``benchmarks/bench_sparse_unet.py`` times
-   SR-UNet34 forward+backward on both paths side by side in one process. Measured on a 2-core AMD EPYC
-   VM (torch 2.14 with MKL, load average 1.0-1.6), medians of 5, 2 synthetic frames x 20k voxels: 2
-   threads, loop 6.17 s -> gemm 3.75 s (1.65x; useful multiply-adds at 0.32 -> 0.52 of a dense fp32
-   matmul's rate); 1 thread 7.14 -> 6.26 s (1.14x: at 1 thread both paths are bound by the per-offset
-   products, which run at about 0.7 of the dense rate); two real 7-Scenes frames (28k voxels): 2 threads
-   4.40 -> 2.72 s (1.62x), 1 thread 5.90 -> 4.56 s (1.29x). Over three such runs: 1.54-1.65x with 2
-   threads, 1.14-1.29x with 1. Peak RSS 0-0.12 GiB above loop's.
+   SR-UNet34 forward+backward on both paths side by side in one process (`make bench` puts its table in
+   docs/benchmarks.md). Measured on a quiet 2-core AMD EPYC VM (torch 2.14 with MKL, load 0.8-1.6), medians of
+   5: 2 threads, two real 7-Scenes frames (28k voxels) loop 3.06 s -> gemm 2.11 s (1.45x; useful multiply-adds
+   at 0.33 -> 0.48 of a dense fp32 matmul's rate), 2 synthetic frames x 20k voxels 4.19 -> 2.89 s (1.45x);
+   1 thread 1.21x and 1.27x. Beside other busy processes the ratio was higher (1.54-1.65x with 2 threads):
+   the loop's serial scatter suffers most. The per-offset products run at about the dense matmul rate; what
+   is left above it is the gathers and the gather-sums (about as much memory traffic as the products).
+   Peak RSS within 0.1 GiB of loop's.
 
 Which path runs on CPU: the CPU-only spconv build forces ``ConvAlgo.Native`` for every layer
 (SubMConv3d, SparseConv3d, SparseInverseConv3d), and the Native algorithm calls ``ops.indice_conv``
