@@ -27,4 +27,4 @@ clean:
 	rm -rf runs/demo .pytest_cache
 
 bench-transfer: $(STAMP)
-	$(PY) benchmarks/transfer.py --out runs/transfer
+	$(PY) benchmarks/transfer.py run --out runs/transfer

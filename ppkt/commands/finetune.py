@@ -31,7 +31,10 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 def add_commands(subparsers) -> None:
     p = add_command(subparsers, "finetune",
-                    "fine-tune 3D semantic segmentation, from scratch or a pretrained backbone")
+                    "fine-tune 3D semantic segmentation, from scratch or a pretrained backbone",
+                    epilog="few-label protocols: data.label_fraction=F (a seeded share of the training scenes; with "
+                           "data.stratified=true every class present stays in), data.limited_points=K (K labelled "
+                           "points per scene), model.freeze_backbone=true (linear probe: only the classifier trains)")
     p.add_argument("--config", required=True, metavar="FILE", help="YAML config, e.g. configs/finetune_synthetic.yaml")
     p.add_argument("--pretrained", default=None, metavar="CKPT",
                    help="backbone export of `ppkt pretrain` (backbone.pth); same as model.pretrained=CKPT "

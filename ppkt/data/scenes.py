@@ -17,7 +17,7 @@ import re
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple, Union
+from typing import Collection, Dict, FrozenSet, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -168,6 +168,18 @@ def list_scenes(root: Union[str, Path], split: str, val_area: int = 5) -> List[P
 
 
 # ------------------------------------------------------------------------------------------ limited labels
+def selection_count(n: int, fraction: float) -> int:
+    """Scenes kept of n at `fraction` in (0, 1]: max(1, round(fraction * n))."""
+    if not 0 < fraction <= 1:
+        raise ValueError(f"select_scenes: fraction must be in (0, 1], got {fraction}")
+    return max(1, round(fraction * n))
+
+
+def seeded_order(n: int, seed: int) -> List[int]:
+    """The permutation of range(n) fixed by `seed` (the random selection keeps its first scenes)."""
+    return torch.randperm(n, generator=torch.Generator().manual_seed(int(seed))).tolist()
+
+
 def select_scenes(scenes: Sequence, fraction: float, seed: int) -> list:
     """Keep max(1, round(fraction * n)) scenes, chosen by a permutation seeded by `seed`, in their input order.
 
@@ -176,11 +188,50 @@ def select_scenes(scenes: Sequence, fraction: float, seed: int) -> list:
     scenes = list(scenes)
     if not scenes:
         raise SceneError("select_scenes: no scenes to select from")
-    if not 0 < fraction <= 1:
-        raise ValueError(f"select_scenes: fraction must be in (0, 1], got {fraction}")
-    count = max(1, round(fraction * len(scenes)))
-    perm = torch.randperm(len(scenes), generator=torch.Generator().manual_seed(int(seed)))
-    return [scenes[i] for i in sorted(perm[:count].tolist())]
+    count = selection_count(len(scenes), fraction)
+    return [scenes[i] for i in sorted(seeded_order(len(scenes), seed)[:count])]
+
+
+def scene_classes(folder: Union[str, Path], classes: ClassSet) -> FrozenSet[int]:
+    """Class ids (0..C-1) labelled in a scene folder; reads its label file only (SceneError naming it on a problem)."""
+    path = Path(folder) / f"{classes.segment_key}.npy"
+    stored = np.unique(np.asarray(_load(path, mmap=True)))  # the distinct stored values, then mapped and checked
+    return frozenset(int(c) for c in classes.map_labels(stored, str(path)) if c >= 0)
+
+
+def cover_order(held: Sequence[Collection[int]], order: Sequence[int]) -> List[int]:
+    """The indices of `held` (the class ids of each scene) in the order: greedy set cover first, then the rest in
+    `order` (a permutation of range(len(held))).
+
+    Each greedy step takes the scene holding most classes not yet covered (ties: earliest in `order`) until no
+    scene adds a class; the first k indices are greedy's cover with k scenes, so selections are nested.
+    """
+    held = [frozenset(h) for h in held]
+    left, covered, picked = list(order), set(), []
+    while left:
+        gains = [len(held[i] - covered) for i in left]
+        best = max(range(len(left)), key=lambda k: (gains[k], -k))
+        if gains[best] == 0:
+            break
+        covered |= held[left[best]]
+        picked.append(left.pop(best))
+    return picked + left
+
+
+def select_scenes_stratified(scenes: Sequence, fraction: float, seed: int, held: Sequence[Collection[int]]) -> list:
+    """Keep as many scenes as `select_scenes`, the first of `cover_order` in the order `seeded_order(n, seed)`:
+    every class held by some scene is held by a kept one when the greedy cover fits in the count (else as many
+    classes as greedy covers with it); input order kept.
+
+    held[i]: the class ids of scenes[i] (`scene_classes`). Same seed, same selection; nested across fractions.
+    """
+    scenes = list(scenes)
+    if not scenes:
+        raise SceneError("select_scenes: no scenes to select from")
+    if len(held) != len(scenes):
+        raise ValueError(f"select_scenes_stratified: {len(held)} class sets for {len(scenes)} scenes")
+    count = selection_count(len(scenes), fraction)
+    return [scenes[i] for i in sorted(cover_order(held, seeded_order(len(scenes), seed))[:count])]
 
 
 def scene_seed(seed: int, name: str) -> int:

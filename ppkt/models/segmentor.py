@@ -2,10 +2,12 @@
 that puts a `ppkt pretrain` backbone export into it (the classifier stays newly initialised)."""
 from __future__ import annotations
 
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import List, Sequence, Tuple
 
+import torch
 from torch import Tensor, nn
 
 from ppkt.models.sparse_unet import build_sparse_unet
@@ -15,7 +17,11 @@ __all__ = ["Segmentor", "LoadReport", "load_backbone"]
 
 
 class Segmentor(nn.Module):
-    """`backbone` (SR-UNet, per-voxel features) followed by `head` = nn.Linear(out_channels, num_classes)."""
+    """`backbone` (SR-UNet, per-voxel features) followed by `head` = nn.Linear(out_channels, num_classes).
+
+    After `freeze_backbone()` (linear probe) the backbone runs without autograd: its parameters never get a
+    gradient, while its batch norms still update their running statistics in training mode.
+    """
 
     def __init__(self, arch: str, num_classes: int, in_channels: int = 3, channels: Sequence[int] | None = None):
         super().__init__()
@@ -24,10 +30,19 @@ class Segmentor(nn.Module):
         self.arch, self.num_classes = arch, int(num_classes)
         self.backbone = build_sparse_unet(arch, in_channels, channels)
         self.head = nn.Linear(self.backbone.out_channels, self.num_classes)
+        self.backbone_frozen = False  # not in the state dict: the saved model is the same either way
+
+    def freeze_backbone(self) -> "Segmentor":
+        """Fix the backbone's parameters (requires_grad False) and run it under torch.no_grad from now on."""
+        self.backbone.requires_grad_(False)
+        self.backbone_frozen = True
+        return self
 
     def forward(self, feats: Tensor, coords: Tensor, batch_size: int) -> Tensor:
         """feats (M, in_channels) float, coords (M, 4) int [b, x, y, z] voxel indices -> logits (M, num_classes)."""
-        return self.head(self.backbone(feats, coords, batch_size))
+        with torch.no_grad() if self.backbone_frozen else nullcontext():
+            features = self.backbone(feats, coords, batch_size)
+        return self.head(features)
 
 
 @dataclass

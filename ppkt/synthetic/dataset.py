@@ -9,6 +9,7 @@ Layout of ``out``::
                       pose/<i>.txt         4x4 camera-to-world (x right, y down, z forward), metres
                       intrinsic/intrinsic_{color,depth}.txt (4x4, K top-left), extrinsic_{color,depth}.txt (I)
     scenes/scene_0000/{coord,color,normal,segment,instance,boxes}.npy
+                                           (compact=True: {coord,color,segment,boxes}.npy, coord float16)
     classes.json  splits/train.txt  splits/val.txt  dataset.json
 
 Scene i draws all its randomness from ``SeedSequence(seed, spawn_key=(i,))``, so the files do not depend on
@@ -31,11 +32,29 @@ from ppkt.synthetic.pointcloud import sample_surface, save_scene
 from ppkt.synthetic.render import RenderedFrame, add_depth_noise, camera_trajectory, default_intrinsics, render_frame
 from ppkt.synthetic.scene import CLASS_NAMES, Scene, class_table, generate_scene
 
-__all__ = ["DATASET_VERSION", "scene_name", "scene_rngs", "make_scene", "render_scene", "write_frame_folder",
-           "write_dataset"]
+__all__ = ["DATASET_VERSION", "VAL_FRACTION", "WORLD_PRESETS", "val_scene_count", "scene_name", "scene_rngs",
+           "make_scene", "render_scene", "write_frame_folder", "write_dataset"]
 
 DATASET_VERSION = 1
 VAL_FRACTION = 0.2
+# Named argument sets of write_dataset (`ppkt synth --preset NAME`). "benchmark": the transfer benchmark's world;
+# 120 rooms (96 train, 24 val), 8 frames each (960 frames: PPKT's 300 iterations x 4 draw 1200, the 2D teacher
+# sees 768 training frames), points every 2.5 cm (fine-tuning grid-samples its 5 cm voxels' clouds at 2.5 cm),
+# compact scene files: 374 MB (3.1 MB a scene), 3.3 min with workers=2 on 2 cores shared with other jobs (167 s
+# of CPU; docs/synthetic.md).
+WORLD_PRESETS: dict[str, dict] = {
+    "benchmark": {"scenes": 120, "frames_per_scene": 8, "point_spacing": 0.025, "compact": True},
+}
+# dataset.json keys added after version 1 was first written, with the value older files mean by their absence
+_PARAM_DEFAULTS = {"compact": False}
+
+
+def val_scene_count(scenes: int) -> int:
+    """Scenes in the val split of a world of ``scenes``: round(VAL_FRACTION * scenes), at least 1 and at most
+    scenes - 1 when scenes > 1, else 0 (120 scenes: 24)."""
+    if scenes <= 1:
+        return 0
+    return min(max(int(round(VAL_FRACTION * scenes)), 1), scenes - 1)
 
 
 def scene_name(index: int) -> str:
@@ -108,7 +127,7 @@ def _scene_job(job: dict, on_frame=None) -> dict:
             on_frame()
     write_frame_folder(tmp / "frames", frames, depths)
     pc = sample_surface(scene, job["point_spacing"], rng=rngs["points"])
-    save_scene(tmp / "scene", pc, scene.boxes)
+    save_scene(tmp / "scene", pc, scene.boxes, compact=job["compact"])
     for src, dst in ((tmp / "frames", out / "frames" / name), (tmp / "scene", out / "scenes" / name)):
         if dst.exists():
             shutil.rmtree(dst)
@@ -134,11 +153,14 @@ def _existing_counts(out: Path, name: str) -> dict | None:
 
 def write_dataset(out: str | Path, scenes: int, frames_per_scene: int, seed: int = 0,
                   image_size: tuple[int, int] = (240, 320), workers: int = 1, point_spacing: float = 0.02,
-                  depth_noise: bool = True, progress: bool = True) -> Path:
+                  depth_noise: bool = True, progress: bool = True, compact: bool = False) -> Path:
     """Generate ``scenes`` rooms with ``frames_per_scene`` RGB-D frames each into ``out`` (layout: module doc).
 
     image_size: (H, W) of the frames. point_spacing: m between surface samples. depth_noise: store sensor-like
-    depth (see :func:`add_depth_noise`); labels, color and poses are exact either way. workers > 1 writes scenes
+    depth (see :func:`add_depth_noise`); labels, color and poses are exact either way. compact: scene files with
+    only coord (float16), color, segment (int8) and boxes (see :func:`save_scene`). The validation split is
+    round(VAL_FRACTION * scenes) scenes (at least 1 when scenes > 1). :data:`WORLD_PRESETS` holds named argument
+    sets (``write_dataset(out, **WORLD_PRESETS["benchmark"], workers=2)``). workers > 1 writes scenes
     in a process pool; the files are the same for any ``workers``. A folder holding a dataset made with other
     arguments is refused (FileExistsError); the same arguments resume it. Returns ``Path(out)``.
     """
@@ -150,10 +172,11 @@ def write_dataset(out: str | Path, scenes: int, frames_per_scene: int, seed: int
         raise ValueError(f"bad arguments: image_size={image_size}, point_spacing={point_spacing}, workers={workers}")
     params = {"version": DATASET_VERSION, "seed": int(seed), "scenes": int(scenes),
               "frames_per_scene": int(frames_per_scene), "image_size": [H, W], "point_spacing": float(point_spacing),
-              "depth_noise": bool(depth_noise)}
+              "depth_noise": bool(depth_noise), "compact": bool(compact)}
     meta_path = out / "dataset.json"
     if meta_path.is_file():
-        old = {k: json.loads(meta_path.read_text()).get(k) for k in params}
+        old_meta = json.loads(meta_path.read_text())
+        old = {k: old_meta.get(k, _PARAM_DEFAULTS.get(k)) for k in params}
         if old != params:
             diff = {k: (old[k], params[k]) for k in params if old[k] != params[k]}
             raise FileExistsError(f"{out} holds a dataset made with other arguments {diff} (old, new); "
@@ -173,7 +196,8 @@ def write_dataset(out: str | Path, scenes: int, frames_per_scene: int, seed: int
             counts[i] = done
         else:
             todo.append(dict(out=str(out), index=i, seed=int(seed), frames=int(frames_per_scene),
-                             image_size=(H, W), point_spacing=float(point_spacing), depth_noise=bool(depth_noise)))
+                             image_size=(H, W), point_spacing=float(point_spacing), depth_noise=bool(depth_noise),
+                             compact=bool(compact)))
     with Progress(scenes * frames_per_scene, "synth", unit="frame", initial=len(counts) * frames_per_scene,
                   enabled=progress) as bar:
         if workers == 1 or len(todo) <= 1:
@@ -190,8 +214,7 @@ def write_dataset(out: str | Path, scenes: int, frames_per_scene: int, seed: int
     shutil.rmtree(out / ".tmp", ignore_errors=True)
 
     perm = np.random.default_rng(np.random.SeedSequence(seed)).permutation(scenes)
-    n_val = int(round(VAL_FRACTION * scenes)) if scenes > 1 else 0
-    n_val = min(max(n_val, 1 if scenes > 1 else 0), scenes - 1)
+    n_val = val_scene_count(scenes)
     for split, ids in (("train", perm[n_val:]), ("val", perm[:n_val])):
         (out / "splits" / f"{split}.txt").write_text("".join(scene_name(i) + "\n" for i in sorted(ids)))
     objects = np.sum([counts[i]["objects"] for i in range(scenes)], 0)

@@ -16,9 +16,11 @@ import numpy as np
 
 from ppkt.synthetic.scene import BOX, CYLINDER, Scene, surface_color
 
-__all__ = ["PointCloud", "sample_surface", "save_scene", "load_scene", "SCENE_FILES"]
+__all__ = ["PointCloud", "sample_surface", "save_scene", "load_scene", "SCENE_FILES", "OPTIONAL_SCENE_FILES"]
 
 SCENE_FILES = ("coord", "color", "normal", "segment", "instance", "boxes")
+OPTIONAL_SCENE_FILES = ("normal", "instance")  # not written by save_scene(compact=True)
+FLOAT16_MAX_COORD = 8.0  # m: compact scenes store coord as float16 below it (error <= 2 mm), float32 otherwise
 
 
 @dataclass
@@ -124,22 +126,40 @@ def _one_cylinder(scene: Scene, p: int, spacing: float, rng: np.random.Generator
     return np.concatenate(pts) + c, np.concatenate(nrm)
 
 
-def save_scene(folder: str | os.PathLike, pc: PointCloud, boxes: np.ndarray) -> Path:
-    """Write ``coord/color/normal/segment/instance/boxes.npy`` (Pointcept layout) into ``folder``."""
+def save_scene(folder: str | os.PathLike, pc: PointCloud, boxes: np.ndarray, compact: bool = False) -> Path:
+    """Write ``coord/color/normal/segment/instance/boxes.npy`` (Pointcept layout) into ``folder``.
+
+    compact: write only what semantic segmentation reads, in the smallest types that hold it exactly enough:
+    ``coord`` float16 (rounding error <= 2 mm while every |coordinate| < 8 m; float32 otherwise), ``color`` uint8,
+    ``segment`` int8, ``boxes`` float32; no ``normal`` or ``instance`` (10 bytes a point instead of 33). Readers
+    that cast on load (``ppkt.data.scenes.load_scene``, :func:`load_scene`) read both forms.
+    """
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    arrays = {"coord": pc.coord.astype(np.float32), "color": pc.color.astype(np.uint8),
-              "normal": pc.normal.astype(np.float32), "segment": pc.segment.astype(np.int16),
-              "instance": pc.instance.astype(np.int32), "boxes": np.asarray(boxes, np.float32).reshape(-1, 8)}
+    boxes = np.asarray(boxes, np.float32).reshape(-1, 8)
+    if compact:
+        coord = pc.coord.astype(np.float16 if _fits_float16(pc.coord) else np.float32)
+        arrays = {"coord": coord, "color": pc.color.astype(np.uint8), "segment": pc.segment.astype(np.int8),
+                  "boxes": boxes}
+    else:
+        arrays = {"coord": pc.coord.astype(np.float32), "color": pc.color.astype(np.uint8),
+                  "normal": pc.normal.astype(np.float32), "segment": pc.segment.astype(np.int16),
+                  "instance": pc.instance.astype(np.int32), "boxes": boxes}
     for name, arr in arrays.items():
         np.save(folder / f"{name}.npy", arr)
     return folder
 
 
+def _fits_float16(coord: np.ndarray) -> bool:
+    """float16 keeps ``coord`` (m) within 2 mm: its spacing is <= 2**-8 m (3.9 mm) below 8 m."""
+    return coord.size == 0 or float(np.abs(coord).max()) < FLOAT16_MAX_COORD
+
+
 def load_scene(folder: str | os.PathLike) -> dict[str, np.ndarray]:
-    """Read a scene folder written by :func:`save_scene` -> {name: array} for the names in SCENE_FILES."""
+    """Read a scene folder written by :func:`save_scene` -> {name: array} for the names in SCENE_FILES it holds
+    (a compact scene has no normal or instance), as stored (a compact ``coord`` is float16)."""
     folder = Path(folder)
-    missing = [n for n in SCENE_FILES if not (folder / f"{n}.npy").is_file()]
+    missing = [n for n in SCENE_FILES if n not in OPTIONAL_SCENE_FILES and not (folder / f"{n}.npy").is_file()]
     if missing:
         raise FileNotFoundError(f"{folder}: missing {', '.join(m + '.npy' for m in missing)}")
-    return {n: np.load(folder / f"{n}.npy") for n in SCENE_FILES}
+    return {n: np.load(folder / f"{n}.npy") for n in SCENE_FILES if (folder / f"{n}.npy").is_file()}

@@ -1,8 +1,12 @@
 """`ppkt finetune`: supervised 3D semantic segmentation from scratch or from a PPKT backbone (paper 4.2 / 4.4).
 
+Few-label protocols: data.label_fraction (a seeded share of the training scenes; data.stratified: chosen so that
+every class present is kept), data.limited_points (k labelled points per scene) and model.freeze_backbone (a
+linear probe of the backbone's features: only the classifier trains, batch-norm statistics adapt).
+
 Every random choice is derived from (seed, iteration) or (seed, stream position), so a run stopped at a checkpoint
 and resumed ends with the same weights as one that never stopped. Outputs in train.out_dir: config.yaml,
-train_scenes.txt (the scenes trained on, after label_fraction), metrics.jsonl, tensorboard/, loss_curve.png,
+train_scenes.txt (the scenes trained on, after label_fraction / stratified), metrics.jsonl, tensorboard/, loss_curve.png,
 checkpoints/last.pt (format "ppkt-finetune"), checkpoints/best.pt (the best on validation so far, with
 its "val" scores) and eval/ (final evaluation on the val split, see ppkt.train.evaluate).
 """
@@ -11,7 +15,7 @@ from __future__ import annotations
 import math
 import time
 from pathlib import Path
-from typing import Optional
+from typing import List, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -20,7 +24,8 @@ from torch.utils.data import DataLoader
 
 from ppkt.checkpoint import CheckpointError, load_checkpoint, load_state_strict, save_atomic
 from ppkt.config import config_to_dict, config_to_yaml
-from ppkt.data.scenes import ClassSet, SceneError, SegScenes, collate_scenes, get_class_set, list_scenes, select_scenes
+from ppkt.data.scenes import (ClassSet, SceneError, SegScenes, collate_scenes, get_class_set, list_scenes, scene_classes,
+                              select_scenes, select_scenes_stratified)
 from ppkt.models.segmentor import Segmentor, load_backbone
 from ppkt.progress import Progress
 from ppkt.train.distributed import Dist, training_process
@@ -38,11 +43,35 @@ def classes_to_dict(classes: ClassSet) -> dict:
             "ignore_index": classes.ignore_index}
 
 
+def select_training_scenes(cfg: FinetuneConfig, scenes: List[Path], classes: ClassSet) -> Tuple[List[Path], str]:
+    """The scenes trained on (data.label_fraction, data.stratified, train.seed) and a line saying how they were chosen."""
+    d = cfg.data
+    if d.label_fraction >= 1:
+        return list(scenes), "all scenes"
+    if not d.stratified:
+        return select_scenes(scenes, d.label_fraction, cfg.train.seed), f"random {d.label_fraction:g} of the scenes"
+    held = [scene_classes(p, classes) for p in scenes]
+    chosen = select_scenes_stratified(scenes, d.label_fraction, cfg.train.seed, held)
+    present, picked = set().union(*held), set(chosen)
+    kept = set().union(*(h for p, h in zip(scenes, held) if p in picked))
+    missing = [classes.names[c] for c in sorted(present - kept)]
+    return chosen, (f"stratified {d.label_fraction:g} of the scenes: they hold {len(kept)} of the {len(present)} classes "
+                    "present" + (f" (too few scenes for {', '.join(missing)})" if missing else ""))
+
+
+def build_model(cfg: FinetuneConfig, num_classes: int, device: torch.device) -> Segmentor:
+    """The Segmentor of model.arch / channels, initialised from torch's seed; backbone frozen for model.freeze_backbone."""
+    model = Segmentor(cfg.model.arch, num_classes, 3, cfg.model.channels).to(device)
+    return model.freeze_backbone() if cfg.model.freeze_backbone else model
+
+
 def build_optimizer(cfg: FinetuneConfig, model: Segmentor):
-    """Optimizer with two parameter groups (backbone at optim.lr, head at optim.head_lr) and its LambdaLR schedule."""
+    """Optimizer with two parameter groups (backbone at optim.lr, head at optim.head_lr) and its LambdaLR schedule;
+    with model.freeze_backbone only the head group (the backbone's parameters are not in the optimizer)."""
     o = cfg.optim
-    groups = [{"params": list(model.backbone.parameters()), "lr": o.lr, "name": "backbone"},
-              {"params": list(model.head.parameters()), "lr": o.lr if o.head_lr is None else o.head_lr, "name": "head"}]
+    groups = [{"params": list(model.head.parameters()), "lr": o.lr if o.head_lr is None else o.head_lr, "name": "head"}]
+    if not cfg.model.freeze_backbone:
+        groups.insert(0, {"params": list(model.backbone.parameters()), "lr": o.lr, "name": "backbone"})
     if o.name == "sgd":
         opt = torch.optim.SGD(groups, lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay)
     else:
@@ -76,7 +105,7 @@ def _finetune(cfg: FinetuneConfig, d: Dist, device: torch.device, resume: bool, 
     classes = get_class_set(cfg.data.classes)
     colors = class_colors(classes.num_classes, cfg.data.classes)  # those of a classes.json, else a palette
     all_train = list_scenes(cfg.data.root, cfg.data.train_split, cfg.data.val_area)
-    train_scenes = all_train if cfg.data.label_fraction >= 1 else select_scenes(all_train, cfg.data.label_fraction, cfg.train.seed)
+    train_scenes, chosen_how = select_training_scenes(cfg, all_train, classes)
     names = [p.name for p in train_scenes]
     train_set = SegScenes(train_scenes, classes, cfg.data.voxel_size, train=True, augment=cfg.data.augment,
                           max_voxels=cfg.data.max_voxels, limited_points=cfg.data.limited_points, seed=cfg.train.seed)
@@ -86,11 +115,11 @@ def _finetune(cfg: FinetuneConfig, d: Dist, device: torch.device, resume: bool, 
         raise SceneError(f"{err}\n(to train without validation set data.val_split='')") from None
     val_set = SegScenes(val_scenes, classes, cfg.data.voxel_size, train=False, augment=False) if val_scenes else None
     if state is not None and state["train_scenes"] != names:
-        raise CheckpointError(f"{ckpt_path}: trained on other scenes than data.root / label_fraction / seed select now "
+        raise CheckpointError(f"{ckpt_path}: trained on other scenes than data.root / label_fraction / stratified / seed select now "
                               f"({len(state['train_scenes'])} vs {len(names)}); see {out / 'train_scenes.txt'}")
 
     torch.manual_seed(cfg.train.seed)  # initial weights
-    model = Segmentor(cfg.model.arch, classes.num_classes, 3, cfg.model.channels).to(device)
+    model = build_model(cfg, classes.num_classes, device)
     optimizer, scheduler = build_optimizer(cfg, model)
     start, best = 0, {"iteration": 0, "miou": -1.0}
     if state is not None:
@@ -111,8 +140,11 @@ def _finetune(cfg: FinetuneConfig, d: Dist, device: torch.device, resume: bool, 
         if state is None:  # a resume never rewrites them
             (out / "config.yaml").write_text(config_to_yaml(cfg))
             (out / "train_scenes.txt").write_text("".join(n + "\n" for n in names))
-        print(f"training on {len(names)} of {len(all_train)} scenes ({cfg.data.train_split}), "
+        print(f"training on {len(names)} of {len(all_train)} scenes ({cfg.data.train_split}; {chosen_how}), "
               f"validating on {len(val_scenes)} ({cfg.data.val_split or 'none'}); {classes.num_classes} classes")
+        if cfg.model.freeze_backbone:
+            print(f"linear probe: backbone frozen (batch-norm statistics adapt), training the head only "
+                  f"({sum(p.numel() for p in model.head.parameters())} parameters)")
 
     def checkpoint(done: int) -> dict:
         return {"format": FINETUNE_FORMAT, "version": 1, "iteration": done, "config": config_to_dict(cfg),
@@ -155,7 +187,7 @@ def _finetune(cfg: FinetuneConfig, d: Dist, device: torch.device, resume: bool, 
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
-            lrs = [g["lr"] for g in optimizer.param_groups]  # those of this iteration
+            lrs = {g["name"]: g["lr"] for g in optimizer.param_groups}  # those of this iteration
             scheduler.step()
             timer.step_done()
             voxels_since += batch.coords.shape[0] * d.world_size
@@ -164,7 +196,7 @@ def _finetune(cfg: FinetuneConfig, d: Dist, device: torch.device, resume: bool, 
             if d.main and (done % cfg.train.log_every == 0 or done == stop or it == start):
                 now = time.perf_counter()
                 acc = (logits.argmax(1)[labelled] == batch.labels[labelled]).float().mean().item() if labelled.any() else float("nan")
-                values = {"loss": loss.item(), "lr": lrs[0], "head_lr": lrs[1],
+                values = {"loss": loss.item(), "lr": lrs.get("backbone", 0.0), "head_lr": lrs["head"],
                           "train_voxel_acc": acc, "voxels_per_s": voxels_since / max(now - t_last, 1e-9), **timer.report()}
                 t_last, voxels_since = now, 0
                 log.log(done, values)

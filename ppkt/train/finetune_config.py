@@ -17,6 +17,7 @@ class FinetuneDataConfig:
     voxel_size: float = 0.02  # metres
     max_voxels: Optional[int] = None  # training crop per scene (voxels); None = whole scenes
     label_fraction: float = 1.0  # share of the training scenes used (data-efficient setting), in (0, 1]
+    stratified: bool = False  # label_fraction < 1: choose the scenes so that every class present is kept (greedy cover)
     limited_points: Optional[int] = None  # labelled points kept per training scene; None = all
     augment: bool = True  # training augmentation (rotation, scaling, flips, ... as SegScenes does)
     val_area: int = 5  # S3DIS layout only: the area held out for val / test (the others train)
@@ -27,6 +28,7 @@ class FinetuneModelConfig:
     arch: str = "SR-UNet34"  # SR-UNet14 | SR-UNet18 | SR-UNet34
     channels: Optional[List[int]] = None  # None = (32, 64, 128, 256, 256, 128, 96, 96)
     pretrained: Optional[str] = None  # ppkt-backbone export to start from (also --pretrained); None = scratch
+    freeze_backbone: bool = False  # linear probe: only the head trains; backbone weights fixed, its BN statistics adapt
 
 
 @dataclass
@@ -72,9 +74,14 @@ def validate_finetune(cfg: FinetuneConfig) -> FinetuneConfig:
     c.positive(d.voxel_size, "data.voxel_size")
     c.need(d.max_voxels is None or d.max_voxels >= 1, "data.max_voxels", f"must be null or >= 1, got {d.max_voxels}")
     c.need(0 < d.label_fraction <= 1, "data.label_fraction", f"must be in (0, 1], got {d.label_fraction}")
+    c.need(isinstance(d.stratified, bool), "data.stratified", f"must be true or false, got {d.stratified!r}")
     c.need(d.limited_points is None or d.limited_points >= 0, "data.limited_points", f"must be null or >= 0, got {d.limited_points}")
     c.at_least(d.val_area, 1, "data.val_area")
     check_student(cfg.model.arch, cfg.model.channels, c, "model")
+    frozen = cfg.model.freeze_backbone
+    c.need(isinstance(frozen, bool), "model.freeze_backbone", f"must be true or false, got {frozen!r}")
+    c.need(not (frozen is True and o.head_lr == 0), "model.freeze_backbone",
+           "freezes the backbone and optim.head_lr is 0: nothing would train; set optim.head_lr > 0 (or null = optim.lr)")
     c.choice(o.name, ("sgd", "adamw"), "optim.name")
     c.positive(o.lr, "optim.lr")
     c.need(o.head_lr is None or o.head_lr >= 0, "optim.head_lr", f"must be null or >= 0, got {o.head_lr}")

@@ -1,0 +1,1 @@
+"""Benchmarks that decide: paired fine-tuning runs (pretrained vs scratch), intervals, verdicts, reusable results."""

@@ -1,0 +1,238 @@
+"""The transfer benchmark: does PPKT pretraining help fine-tuning, cell by cell, with an interval?
+
+Stages (each resumable; every finished piece is a record of `results.json`, reused only with identical settings):
+1. world: a synthetic world (`ppkt.synthetic.dataset.write_dataset`) -- unlabelled frames for pretraining,
+   labelled 3D scenes (train / val) for fine-tuning;
+2. pretrain: one PPKT backbone (ImageNet EfficientNet-Lite0 teacher, the z-up world frame of the scenes) on the
+   frames of the training scenes;
+3. fine-tune: for every cell (a few-label protocol) and seed, a scratch run and its pretrained twin with the same
+   labelled selection, seed and data order; each evaluated on the val scenes at 80 % and 100 % of its iterations
+   (the convergence check: scratch's mIoU over the last 20 % of its iterations);
+4. report (`write_report`, from results.json alone): per cell both mIoUs, the paired difference with its 95 %
+   t-interval over seeds (`ppkt.benchmark.stats`), the verdict, the convergence check and the time per stage.
+"""
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import platform
+import subprocess
+import time
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from multiprocessing import get_context
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence, Tuple
+
+from ppkt.benchmark.results import Results
+
+ROOT = Path(__file__).resolve().parents[2]
+CONFIGS = ROOT / "configs"
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One column group of the benchmark: a few-label protocol as fine-tuning config overrides."""
+
+    key: str  # short id, part of run names: "f0.15", "p50", "full", "probe"
+    title: str  # the report's row label
+    overrides: Tuple[str, ...]
+    labels: float  # label share for ordering the report and the plot (1.0: all labels)
+
+
+def scene_fraction(fraction: float, stratified: bool = True) -> Cell:
+    return Cell(f"f{fraction:g}", f"{100 * fraction:g} % of the scenes" + (" (stratified)" if stratified else ""),
+                (f"data.label_fraction={fraction}", f"data.stratified={str(stratified).lower()}"), fraction)
+
+
+def limited_points(k: int) -> Cell:
+    return Cell(f"p{k}", f"{k} labelled points per scene", (f"data.limited_points={k}",), 0.0 + k * 1e-6)
+
+
+FULL = Cell("full", "100 % of the scenes", (), 1.0)
+PROBE = Cell("probe", "linear probe (frozen backbone), 100 % of the scenes", ("model.freeze_backbone=true",), 2.0)
+
+
+def machine() -> str:
+    cpu = "?"
+    if Path("/proc/cpuinfo").is_file():
+        cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                    if line.startswith("model name")), "?")
+    return f"{cpu}, {os.cpu_count()} cores, {platform.system()} {platform.release()}"
+
+
+def code_version() -> str:
+    out = subprocess.run(["git", "describe", "--always", "--dirty"], cwd=ROOT, capture_output=True, text=True)
+    return out.stdout.strip() or "unknown"
+
+
+def provenance(seconds: float) -> dict:
+    """What a record says about when, where and with what code it was made."""
+    return {"seconds": seconds, "finished": datetime.datetime.now().isoformat(timespec="seconds"),
+            "machine": machine(), "code": code_version()}
+
+
+@dataclass
+class Plan:
+    """What the benchmark runs (the defaults are `make bench-transfer`)."""
+
+    out: Path
+    cells: Sequence[Cell]
+    seeds: int
+    scenes: int
+    frames_per_scene: int
+    point_spacing: float
+    pretrain_iterations: int
+    finetune_iterations: int
+    probe_iterations: int
+    max_voxels: int
+    jobs: int  # fine-tuning runs at once (each with threads // jobs torch threads)
+    threads: int
+    finetune_overrides: Tuple[str, ...] = ()
+
+
+def stage_world(plan: Plan, results: Results) -> Path:
+    from ppkt.synthetic.dataset import write_dataset
+
+    world = plan.out / "world"
+    settings = {"scenes": plan.scenes, "frames_per_scene": plan.frames_per_scene, "point_spacing": plan.point_spacing,
+                "seed": 0, "compact": True}
+
+    def work() -> dict:
+        t = time.perf_counter()
+        write_dataset(world, scenes=plan.scenes, frames_per_scene=plan.frames_per_scene, seed=0, workers=plan.threads,
+                      point_spacing=plan.point_spacing, compact=True)
+        return provenance(time.perf_counter() - t)
+
+    if not (world / "dataset.json").is_file():
+        results.records.pop("world", None)  # the folder is gone: make it again
+    results.run("world", settings, work, stage="world")
+    return world
+
+
+def stage_pretrain(plan: Plan, results: Results, world: Path) -> Path:
+    from ppkt.config import load_config
+    from ppkt.train.pretrain import pretrain
+    from ppkt.train.run_dir import run_settings
+
+    run = plan.out / "pretrain" / "ppkt"
+    # the frames of the training scenes only: the val scenes stay unseen, as in the paper (ScanNet train frames)
+    train_frames = [str(world / "frames" / name) for name in (world / "splits" / "train.txt").read_text().split()]
+    cfg = load_config(CONFIGS / "pretrain_synthetic.yaml", [
+        f"data.roots=[{','.join(train_frames)}]", "data.frame=world", f"train.iterations={plan.pretrain_iterations}",
+        f"train.threads={plan.threads}", f"train.out_dir={run}", "train.checkpoint_every=100"])
+    settings = run_settings(cfg, {"world": world / "dataset.json"})
+
+    def work() -> dict:
+        t = time.perf_counter()
+        last = run / "checkpoints" / "last.pt"
+        pretrain(cfg, resume=last.is_file(), overwrite=not last.is_file())
+        return provenance(time.perf_counter() - t)
+
+    if not (run / "backbone.pth").is_file():
+        results.records.pop("pretrain", None)
+    results.run("pretrain", settings, work, stage="pretrain")
+    return run / "backbone.pth"
+
+
+def finetune_config(plan: Plan, world: Path, cell: Cell, seed: int, backbone: Optional[Path]):
+    """The fine-tuning config of one run (scratch when backbone is None)."""
+    from ppkt.config import load_config
+    from ppkt.train.finetune_config import FinetuneConfig
+
+    iterations = plan.probe_iterations if cell is PROBE or cell.key == "probe" else plan.finetune_iterations
+    init = "ppkt" if backbone else "scratch"
+    return load_config(CONFIGS / "finetune_synthetic.yaml", [
+        f"data.root={world}", f"data.classes={world / 'classes.json'}", f"data.max_voxels={plan.max_voxels}",
+        f"train.seed={seed}", f"train.iterations={iterations}", f"train.eval_every={max(1, iterations * 4 // 5)}",
+        "train.checkpoint_every=100000", "train.eval_ply=false", f"train.threads={max(1, plan.threads // plan.jobs)}",
+        "train.workers=0",  # the parallel jobs fill the cores; a loader process each would only compete
+        f"train.out_dir={plan.out / 'finetune' / cell.key / f'{init}_s{seed}'}",
+        f"model.pretrained={backbone or 'null'}", *plan.finetune_overrides, *cell.overrides], FinetuneConfig)
+
+
+def run_finetune(cfg) -> dict:
+    """Fine-tune (from nothing: a stopped run starts over) and return its scores: the final val mIoU and the
+    val mIoU curve [(iteration, mIoU)] (runs in a worker process)."""
+    from ppkt.train.finetune import finetune
+
+    t = time.perf_counter()
+    out = finetune(cfg, overwrite=True)
+    final = json.loads((out / "eval" / "metrics.json").read_text())
+    curve = [(r["iteration"], r["val_miou"]) for r in map(json.loads, (out / "metrics.jsonl").read_text().splitlines())
+             if "val_miou" in r]
+    return {"miou": final["miou"], "curve": curve, **provenance(time.perf_counter() - t)}
+
+
+def stage_finetune(plan: Plan, results: Results, world: Path, backbone: Path) -> None:
+    from ppkt.train.run_dir import run_settings
+
+    todo: List[Tuple[str, dict, object, dict]] = []
+    for cell in plan.cells:
+        for seed in range(plan.seeds):
+            for init, weights in (("scratch", None), ("ppkt", backbone)):
+                cfg = finetune_config(plan, world, cell, seed, weights)
+                inputs = {"world": world / "dataset.json", **({"backbone": weights} if weights else {})}
+                name = f"{cell.key}/{init}_s{seed}"
+                settings = run_settings(cfg, inputs)
+                if results.get(name, settings) is None:
+                    todo.append((name, settings, cfg, {"stage": "finetune", "cell": cell.key, "title": cell.title,
+                                                        "labels": cell.labels, "init": init, "seed": seed}))
+    if not todo:
+        return
+    print(f"fine-tuning: {len(todo)} runs to do, {plan.jobs} at a time", flush=True)
+    with ProcessPoolExecutor(plan.jobs, mp_context=get_context("spawn")) as pool:
+        futures = {pool.submit(run_finetune, cfg): (name, settings, labels) for name, settings, cfg, labels in todo}
+        for done, future in enumerate(_as_completed(futures), 1):
+            name, settings, labels = futures[future]
+            scores = future.result()
+            results.run(name, settings, lambda: scores, **labels)
+            print(f"[{done}/{len(todo)}] {name}: val mIoU {100 * scores['miou']:.1f} ({scores['seconds']:.0f} s)",
+                  flush=True)
+
+
+def _as_completed(futures):
+    from concurrent.futures import as_completed
+
+    return as_completed(futures)
+
+
+def run(plan: Plan) -> Results:
+    """Every stage; returns the results (also in plan.out / results.json)."""
+    plan.out.mkdir(parents=True, exist_ok=True)
+    results = Results(plan.out / "results.json")
+    world = stage_world(plan, results)
+    backbone = stage_pretrain(plan, results, world)
+    stage_finetune(plan, results, world, backbone)
+    return results
+
+
+def cell_summary(results: Results, cell_key: str, confidence: float = 0.95) -> Optional[Dict]:
+    """Both arms' mean mIoU (points), the paired difference's interval and verdict, and the convergence check of
+    one cell, from its records; None when no complete pair exists."""
+    from statistics import mean
+
+    from ppkt.benchmark.stats import paired_interval, verdict
+
+    runs = results.select(stage="finetune", cell=cell_key)
+    by = {(r["init"], r["seed"]): r for r in runs}
+    seeds = sorted(s for (init, s) in by if init == "scratch" and ("ppkt", s) in by)
+    if not seeds:
+        return None
+    scratch = [100 * by["scratch", s]["miou"] for s in seeds]
+    ppkt = [100 * by["ppkt", s]["miou"] for s in seeds]
+    interval = paired_interval(ppkt, scratch, confidence)
+    changes = [_last_change(by["scratch", s]["curve"]) for s in seeds]
+    changes = [c for c in changes if c is not None]
+    return {"title": runs[0]["title"], "labels": runs[0]["labels"], "seeds": len(seeds), "scratch": mean(scratch),
+            "ppkt": mean(ppkt), "interval": interval, "verdict": verdict(interval),
+            "scratch_change": mean(changes) if changes else None,
+            "minutes": sum(r["seconds"] for r in runs) / 60}
+
+
+def _last_change(curve: Sequence[Sequence[float]]) -> Optional[float]:
+    """mIoU points gained over the last 20 % of the iterations (final evaluation minus the one at 80 %)."""
+    if len(curve) < 2:
+        return None
+    return 100 * (curve[-1][1] - curve[-2][1])

@@ -1,0 +1,51 @@
+"""The benchmark page from hand-made paired results: intervals, verdicts, the convergence check, the plot."""
+import pytest
+
+from ppkt.benchmark.report import write_report
+from ppkt.benchmark.results import Results
+from ppkt.benchmark.transfer import cell_summary
+
+
+def add(results, cell, title, labels, init, seed, miou, curve):
+    results.run(f"{cell}/{init}_s{seed}", {"cell": cell, "init": init, "seed": seed},
+                lambda: {"miou": miou, "curve": curve, "seconds": 60.0, "finished": "2026-12-03T21:00:00",
+                         "machine": "test cpu", "code": "abc123"},
+                stage="finetune", cell=cell, title=title, labels=labels, init=init, seed=seed)
+
+
+@pytest.fixture
+def results(tmp_path):
+    r = Results(tmp_path / "results.json")
+    # few labels: PPKT - scratch = +1, +2, +3 points (mean 2, half-width 2.484); scratch converged (+0.5 points)
+    for seed, (s, p) in enumerate([(0.20, 0.21), (0.25, 0.27), (0.30, 0.33)]):
+        add(r, "f0.15", "15 % of the scenes", 0.15, "scratch", seed, s, [(160, s - 0.005), (200, s)])
+        add(r, "f0.15", "15 % of the scenes", 0.15, "ppkt", seed, p, [(160, p), (200, p)])
+    # all labels: -3, -4, -5 (hurts); scratch still rising 3 points over the last 20 %
+    for seed, (s, p) in enumerate([(0.50, 0.47), (0.52, 0.48), (0.55, 0.50)]):
+        add(r, "full", "100 % of the scenes", 1.0, "scratch", seed, s, [(160, s - 0.03), (200, s)])
+        add(r, "full", "100 % of the scenes", 1.0, "ppkt", seed, p, [(160, p), (200, p)])
+    add(r, "full", "100 % of the scenes", 1.0, "scratch", 3, 0.6, [(200, 0.6)])  # no twin: left out
+    return r
+
+
+def test_cell_summary(results):
+    few = cell_summary(results, "f0.15")
+    assert few["seeds"] == 3
+    assert few["scratch"] == pytest.approx(25.0) and few["ppkt"] == pytest.approx(27.0)
+    assert few["interval"].mean == pytest.approx(2.0) and few["interval"].half_width == pytest.approx(2.484138, abs=1e-5)
+    assert few["verdict"] == "no effect larger than ±2.5"
+    assert few["scratch_change"] == pytest.approx(0.5)
+    full = cell_summary(results, "full")
+    assert full["seeds"] == 3 and full["interval"].mean == pytest.approx(-4.0)
+    assert full["verdict"] == "hurts" and full["scratch_change"] == pytest.approx(3.0)
+    assert cell_summary(results, "p50") is None
+
+
+def test_page_and_plot(results, tmp_path):
+    page = tmp_path / "docs" / "bench.md"
+    text = write_report(Results(results.path), page)
+    assert page.read_text() == text and (tmp_path / "docs" / "images" / "bench.png").stat().st_size > 1000
+    assert text.index("15 % of the scenes") < text.index("100 % of the scenes")  # fewest labels first
+    assert "+2.0 [-0.5, +4.5]" in text and "hurts" in text
+    assert "+0.5 (converged)" in text and "+3.0 (NOT converged)" in text
+    assert "2026-12-03" in text and "abc123" in text and "test cpu" in text
