@@ -19,7 +19,7 @@ import os
 import platform
 import subprocess
 import time
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from multiprocessing import get_context
 from pathlib import Path
@@ -141,7 +141,7 @@ def finetune_config(plan: Plan, world: Path, cell: Cell, seed: int, backbone: Op
     from ppkt.config import load_config
     from ppkt.train.finetune_config import FinetuneConfig
 
-    iterations = plan.probe_iterations if cell is PROBE or cell.key == "probe" else plan.finetune_iterations
+    iterations = plan.probe_iterations if cell.key == PROBE.key else plan.finetune_iterations
     init = "ppkt" if backbone else "scratch"
     return load_config(CONFIGS / "finetune_synthetic.yaml", [
         f"data.root={world}", f"data.classes={world / 'classes.json'}", f"data.max_voxels={plan.max_voxels}",
@@ -184,18 +184,12 @@ def stage_finetune(plan: Plan, results: Results, world: Path, backbone: Path) ->
     print(f"fine-tuning: {len(todo)} runs to do, {plan.jobs} at a time", flush=True)
     with ProcessPoolExecutor(plan.jobs, mp_context=get_context("spawn")) as pool:
         futures = {pool.submit(run_finetune, cfg): (name, settings, labels) for name, settings, cfg, labels in todo}
-        for done, future in enumerate(_as_completed(futures), 1):
+        for done, future in enumerate(as_completed(futures), 1):
             name, settings, labels = futures[future]
             scores = future.result()
             results.run(name, settings, lambda: scores, **labels)
             print(f"[{done}/{len(todo)}] {name}: val mIoU {100 * scores['miou']:.1f} ({scores['seconds']:.0f} s)",
                   flush=True)
-
-
-def _as_completed(futures):
-    from concurrent.futures import as_completed
-
-    return as_completed(futures)
 
 
 def run(plan: Plan) -> Results:
