@@ -125,9 +125,17 @@ def stage_pretrain(plan: Plan, results: Results, world: Path) -> Path:
     settings = run_settings(cfg, {"world": world / "dataset.json"})
 
     def work() -> dict:
-        t = time.perf_counter()
-        last = run / "checkpoints" / "last.pt"
-        pretrain(cfg, resume=last.is_file(), overwrite=not last.is_file())
+        # continue a stopped run only if it was made with the same settings (train.iterations may differ: resuming
+        # is exact, and a shorter earlier run is its prefix); anything else starts over
+        import torch
+
+        from ppkt.train.run_dir import config_changes
+
+        t, last = time.perf_counter(), run / "checkpoints" / "last.pt"
+        state = torch.load(last, map_location="cpu", weights_only=True) if last.is_file() else None
+        same = state is not None and state["iteration"] <= plan.pretrain_iterations and not config_changes(
+            state["config"], settings["config"], ["train.iterations"])
+        pretrain(cfg, resume=same, overwrite=not same)
         return provenance(time.perf_counter() - t)
 
     if not (run / "backbone.pth").is_file():
