@@ -96,18 +96,39 @@ def augment_colors(color: Tensor, aug: SceneAugment, generator: torch.Generator)
     return color.clamp(0.0, 255.0)
 
 
-def crop_nearest(coords: Tensor, max_voxels: int, generator: Optional[torch.Generator] = None) -> Tuple[Tensor, Tensor]:
-    """Keep the `max_voxels` voxels nearest (Euclidean, ties by index) a random voxel of coords (M, 3).
+def crop_nearest(coords: Tensor, max_voxels: int, generator: Optional[torch.Generator] = None,
+                 centre_index: Optional[int] = None) -> Tuple[Tensor, Tensor]:
+    """Keep the `max_voxels` voxels nearest (Euclidean, ties by index) a random voxel of coords (M, 3) (or the voxel
+    `centre_index`, drawing nothing).
 
     Returns (kept voxel indices (K,) int64 ascending, K = min(M, max_voxels); the centre voxel's coords (3,)).
     """
     m = coords.shape[0]
-    centre = coords[int(torch.randint(0, m, (), generator=generator))]
+    if centre_index is None:
+        centre_index = int(torch.randint(0, m, (), generator=generator))
+    centre = coords[centre_index]
     if m <= max_voxels:
         return torch.arange(m), centre
     d2 = ((coords.long() - centre.long()) ** 2).sum(dim=1)
     keep = torch.argsort(d2, stable=True)[:max_voxels]
     return keep.sort().values, centre
+
+
+def precrop_nearest(points: Tensor, count: int, generator: Optional[torch.Generator] = None) -> Tensor:
+    """Indices (K,) int64 of the `count` points (N, 3) nearest a random point, that point first (K = min(N, count)).
+
+    Training crops keep the voxels nearest a random voxel *after* augmentation; taking a margin of the nearest points
+    before it lets augmentation and voxelisation touch only those. Rotation, tilt, flips and isotropic scaling keep
+    the order of distances to the centre; jitter and elastic distortion move points by centimetres, which the margin
+    absorbs.
+    """
+    n = points.shape[0]
+    first = int(torch.randint(0, n, (), generator=generator))
+    if n <= count:
+        return torch.cat([torch.tensor([first]), torch.arange(n)[torch.arange(n) != first]])
+    d2 = ((points - points[first]) ** 2).sum(dim=1)
+    d2[first] = -1.0  # the centre first, whatever the ties
+    return torch.topk(d2, count, largest=False, sorted=True).indices
 
 
 def majority_label(point_to_voxel: Tensor, labels: Tensor, num_voxels: int, num_classes: int) -> Tensor:

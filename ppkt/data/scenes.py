@@ -24,7 +24,8 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from ppkt.data.scene_augment import SceneAugment, augment_colors, augment_points, check_ranges, crop_nearest, majority_label
+from ppkt.data.scene_augment import (SceneAugment, augment_colors, augment_points, check_ranges, crop_nearest,
+                                     majority_label, precrop_nearest)
 from ppkt.geometry.voxelize import voxelize
 from ppkt.atomic import is_partial
 from ppkt.errors import UserError
@@ -331,13 +332,17 @@ class SceneSample:
     name: str
 
 
+PRECROP_MARGIN = 1.5  # training crops: points kept before augmentation, in voxels' worth per max_voxels
+
+
 class SegScenes(Dataset):
     """Voxelised scenes for semantic segmentation; item key (index, seed) -> SceneSample (a bare int: seed = self.seed).
 
     train=True: the scene grid-sampled at half the voxel size (`grid_sample`, computed once per process), augmented
     (when `augment`, True = SceneAugment() defaults, or a SceneAugment) with a torch.Generator seeded by the key's
-    seed, voxelised, then cropped to the `max_voxels` voxels nearest a random voxel; the sample's point_to_voxel and
-    point_labels are those of the grid-sampled points. train=False: the original points, no augmentation, no crop,
+    seed, voxelised, then cropped to the `max_voxels` voxels nearest a random voxel (only PRECROP_MARGIN x that many
+    voxels' worth of points nearest the centre are augmented: `precrop_nearest`); the sample's point_to_voxel and
+    point_labels are those of the grid-sampled points kept by the pre-crop. train=False: the original points, no augmentation, no crop,
     deterministic. `limited_points` keeps that many labelled points per
     scene (fixed per scene name and `seed`). The scene folders are checked (headers only) when built.
     """
@@ -366,6 +371,7 @@ class SegScenes(Dataset):
         for scene in self.scenes:
             check_scene(scene, self.classes)
         self._train_clouds: Dict[int, Tuple[Tensor, Tensor, Tensor]] = {}
+        self._points_per_voxel: Dict[int, float] = {}  # of each training cloud, unaugmented
 
     def __len__(self) -> int:
         return len(self.scenes)
@@ -384,6 +390,7 @@ class SegScenes(Dataset):
         if self.train:
             cloud = grid_sample(*cloud, self.voxel_size / 2, self.classes.num_classes)
             self._train_clouds[index] = cloud
+            self._points_per_voxel[index] = cloud[0].shape[0] / max(1, voxelize(cloud[0], self.voxel_size).num_voxels)
         return cloud
 
     def __getitem__(self, key: Union[int, Tuple[int, int]]) -> SceneSample:
@@ -391,6 +398,14 @@ class SegScenes(Dataset):
         folder = self.scenes[int(index)]
         points, colors, point_labels = self._points(int(index))
         generator = torch.Generator().manual_seed(int(seed))
+        centre = None  # the crop's centre voxel: a random one, or that of the pre-crop's centre point
+        if self.train and self.max_voxels is not None:
+            # augment only a margin around the crop (`precrop_nearest`): PRECROP_MARGIN x max_voxels voxels' worth
+            # of the points nearest a random point
+            count = int(PRECROP_MARGIN * self.max_voxels * self._points_per_voxel[int(index)])
+            if points.shape[0] > count:
+                near = precrop_nearest(points, count, generator)
+                points, colors, point_labels, centre = points[near], colors[near], point_labels[near], 0
         if self.train and self.augment is not None:
             points, _ = augment_points(points, self.augment, generator)
         vox = voxelize(points, self.voxel_size)
@@ -398,7 +413,8 @@ class SegScenes(Dataset):
         feats = vox.mean(colors)
         labels = majority_label(point_to_voxel, point_labels, vox.num_voxels, self.classes.num_classes)
         if self.train and self.max_voxels is not None and vox.num_voxels > self.max_voxels:
-            keep, _ = crop_nearest(coords, self.max_voxels, generator)
+            keep, _ = crop_nearest(coords, self.max_voxels, generator,
+                                   None if centre is None else int(point_to_voxel[centre]))
             remap = torch.full((vox.num_voxels,), -1, dtype=torch.long)
             remap[keep] = torch.arange(keep.numel())
             coords, feats, labels = coords[keep], feats[keep], labels[keep]

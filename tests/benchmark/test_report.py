@@ -1,7 +1,7 @@
 """The benchmark page from hand-made paired results: intervals, verdicts, the convergence check, the plot."""
 import pytest
 
-from ppkt.benchmark.report import write_report
+from ppkt.benchmark.report import wall_minutes, write_report
 from ppkt.benchmark.results import Results
 from ppkt.benchmark.transfer import cell_summary
 
@@ -49,3 +49,12 @@ def test_page_and_plot(results, tmp_path):
     assert "+2.0 [-0.5, +4.5]" in text and "hurts" in text
     assert "+0.5 (converged)" in text and "+3.0 (NOT converged)" in text
     assert "2026-12-03" in text and "abc123" in text and "test cpu" in text
+
+
+def test_wall_minutes_count_runs_side_by_side_once():
+    def rec(end, seconds):
+        return {"finished": f"2026-12-03T21:{end:02d}:00", "seconds": 60.0 * seconds}
+    # spans (minutes): [0, 10] and [2, 6] overlap -> 10; [20, 25] -> 5; [24, 30] overlaps it -> 5 more; a gap 10-20
+    records = [rec(10, 10), rec(6, 4), rec(25, 5), rec(30, 6)]
+    assert wall_minutes(records) == pytest.approx(20.0)
+    assert wall_minutes([]) == 0.0

@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from ppkt.data.scene_augment import SceneAugment, augment_colors, crop_nearest
-from ppkt.data.scenes import (S3DIS13, grid_sample, SCANNET20, ClassSet, SceneError, SegScenes, class_set_from_json, collate_scenes,
+from ppkt.geometry.voxelize import voxelize
+from ppkt.data.scenes import (PRECROP_MARGIN, S3DIS13, grid_sample, SCANNET20, ClassSet, SceneError, SegScenes, class_set_from_json, collate_scenes,
                               get_class_set, limit_points, list_scenes, load_scene, select_scenes)
 
 TOY = ClassSet("toy", tuple(f"c{i}" for i in range(8)), "segment")
@@ -135,6 +136,22 @@ def test_full_augmentation_and_crop_keep_the_pairing(tmp_path):
         for v in torch.unique(s.point_to_voxel[kept])[::37].tolist():
             counts = torch.bincount(s.point_labels[s.point_to_voxel == v], minlength=8)
             assert s.labels[v] == counts.argmax()
+
+
+def test_precrop_gives_the_crop_of_the_whole_scene(tmp_path):
+    # without augmentation the pre-crop (only the points nearest the centre are voxelised) must keep exactly the
+    # voxels that cropping the whole voxelised scene around the same centre keeps
+    folder = cube_scene(tmp_path / "cube")
+    ds = SegScenes([folder], TOY, voxel_size=0.05, augment=False, max_voxels=300)
+    points = ds._points(0)[0]
+    assert points.shape[0] > PRECROP_MARGIN * 300 * ds._points_per_voxel[0]  # the pre-crop is taken
+    vox = voxelize(points, 0.05)
+    for seed in range(4):
+        s = ds[(0, seed)]
+        first = int(torch.randint(0, points.shape[0], (), generator=torch.Generator().manual_seed(seed)))
+        keep, _ = crop_nearest(vox.coords, 300, centre_index=int(vox.point_to_voxel[first]))
+        want = vox.coords[keep] - vox.coords[keep].min(0).values
+        assert set(map(tuple, s.coords.tolist())) == set(map(tuple, want.tolist()))
 
 
 def test_chromatic_jitter_stays_in_range():
