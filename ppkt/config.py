@@ -32,6 +32,7 @@ class DataConfig:
     # 3D frame of the points: "camera" (up = -y; any poses or none) or "world" (the pose's frame, which must be
     # z-up, as ScanNet's and the synthetic world's are, and as the fine-tuning scenes are; needs poses)
     frame: str = "camera"
+    pairs: Optional[str] = None  # loss.name=pointcontrast: the frame pairs file of `ppkt pairs` (folders below roots)
 
 
 @dataclass
@@ -62,9 +63,13 @@ class StudentConfig:
 
 @dataclass
 class LossConfig:
+    # "ppnce": PPKT (teacher pixels against student points) | "pointcontrast": PointInfoNCE between two overlapping
+    # frames of a scan (needs data.pairs from `ppkt pairs` and data.frame=world; no teacher)
+    name: str = "ppnce"
     embed_dim: int = 128
-    n_sub: int = 4096  # pixel-point pairs sampled across the batch
-    temperature: float = 0.04
+    n_sub: int = 4096  # pixel-point pairs (ppnce) or matched point pairs (pointcontrast) sampled across the batch
+    temperature: float = 0.04  # PointContrast's is 0.07
+    match_radius: float = 1.5  # pointcontrast: matches are nearest neighbours within this many voxels
     projection: str = "upl"  # "upl" (1x1 conv + bilinear upsampling) | "pl" (1x1 conv only)
     # several processes: contrast each process's n_sub points with the sampled pixels of ALL processes (world_size *
     # n_sub negatives, ppkt.losses.gathered) instead of its own n_sub (SLidR-style, the default)
@@ -201,6 +206,22 @@ def check_loss(l: LossConfig, c: Checks) -> None:
     c.at_least(l.n_sub, 2, "loss.n_sub")
     c.positive(l.temperature, "loss.temperature")
     c.choice(l.projection, PROJECTIONS, "loss.projection")
+    c.choice(l.name, LOSSES, "loss.name")
+    c.positive(l.match_radius, "loss.match_radius")
+
+
+LOSSES = ("ppnce", "pointcontrast")
+
+
+def check_pointcontrast(cfg: "PretrainConfig", c: Checks) -> None:
+    """What loss.name=pointcontrast needs from the other sections."""
+    if cfg.loss.name != "pointcontrast":
+        return
+    c.need(cfg.data.pairs is not None, "data.pairs", "is needed by loss.name=pointcontrast: the file of "
+                                                      "`ppkt pairs ROOT --out FILE`")
+    c.need(cfg.data.frame == "world", "data.frame", "must be world for loss.name=pointcontrast (the views are "
+                                                    "matched in world coordinates)")
+    c.need(cfg.teacher.cache is None, "teacher.cache", "is not used by loss.name=pointcontrast (no teacher); unset it")
 
 
 def check_optim(o: OptimConfig, c: Checks) -> None:
@@ -249,6 +270,7 @@ def validate_pretrain(cfg: PretrainConfig) -> PretrainConfig:
     check_optim(cfg.optim, c)
     check_train(cfg.train, c)
     check_pretrain_train(cfg.train, c)
+    check_pointcontrast(cfg, c)
     c.done()
     return cfg
 

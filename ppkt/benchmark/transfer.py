@@ -119,7 +119,7 @@ def stage_world(plan: Plan, results: Results) -> Path:
 
 
 def stage_pretrain(plan: Plan, results: Results, world: Path) -> Path:
-    from ppkt.config import load_config
+    from ppkt.config import PretrainConfig, load_config
     from ppkt.train.pretrain import pretrain
     from ppkt.train.run_dir import run_settings
 
@@ -147,8 +147,27 @@ def stage_pretrain(plan: Plan, results: Results, world: Path) -> Path:
 
     if not (run / "backbone.pth").is_file():
         results.records.pop("pretrain", None)
+    accept_new_defaults(results, "pretrain", settings, PretrainConfig)
     results.run("pretrain", settings, work, stage="pretrain")
     return run / "backbone.pth"
+
+
+def accept_new_defaults(results: Results, name: str, settings: dict, schema: type) -> None:
+    """A record made before ppkt gained config keys is still the same run when its config, completed with the
+    schema's defaults, equals today's and its inputs are the same: then its settings are brought up to date."""
+    from omegaconf import OmegaConf
+
+    from ppkt.train.run_dir import config_changes
+
+    record = results.records.get(name)
+    if record is None or results.get(name, settings) is not None:
+        return
+    saved = record["settings"]
+    completed = OmegaConf.to_container(OmegaConf.merge(OmegaConf.structured(schema), saved.get("config", {})))
+    now = json.loads(json.dumps(settings))
+    if saved.get("inputs") == now.get("inputs") and not config_changes(completed, now["config"]):
+        record["settings"] = now
+        results.save()
 
 
 def finetune_config(plan: Plan, world: Path, cell: Cell, seed: int, backbone: Optional[Path]):

@@ -277,6 +277,19 @@ class FrameFolder(Sequence):
         pose = _read_pose(self._files["pose"][name]) if self._has_poses else None
         return RGBDFrame(color, depth, K.copy(), pose, source=str(dpath)).validate()
 
+    def depth_and_pose(self, i: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(depth (H, W) float32 metres, 0 = invalid; K (3, 3); pose (4, 4) camera-to-world) of frame i, without
+        reading its colour. FrameError when the folder has no poses, the pose is invalid or no depth is valid."""
+        name = self.names[i]
+        dpath = self._files["depth"][name]
+        if not self._has_poses:
+            raise FrameError(f"{self.root}: no pose files; frame {name} cannot be placed in the world")
+        depth = read_depth(dpath, self._depth_scale, self._max_depth)
+        depth[~(np.isfinite(depth) & (depth > 0))] = 0.0
+        if not (depth > 0).any():
+            raise FrameError(f"{dpath}: no valid depth pixel (all zero, NaN, inf or negative)")
+        return depth, self._K.copy(), _read_pose(self._files["pose"][name])
+
     def __repr__(self) -> str:
         return f"FrameFolder({str(self.root)!r}, layout={self.layout!r}, frames={len(self)})"
 

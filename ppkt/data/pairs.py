@@ -41,6 +41,7 @@ class PairSample:
     point_transform: PointTransform  # the 3D augmentation drawn for this sample
     replaced: List[Tuple[str, str]] = field(default_factory=list)  # (frame, reason) of unusable frames passed over
     teacher_features: Optional[Tensor] = None  # (C, h, w) float16 cached teacher features of `image`, or None
+    points: Optional[Tensor] = None  # (M, 3) metres: each voxel's paired point before the 3D augmentation (data.frame)
 
 
 def frame_rgb(frame: RGBDFrame) -> Tensor:
@@ -70,7 +71,8 @@ def make_sample(frame: RGBDFrame, data: DataConfig, aug: AugmentConfig, generato
            if on else PointTransform())
     vox = voxelize(t3d(bp.points), data.voxel_size)
     rep = vox.representatives(generator)
-    return PairSample(image, vox.coords, vox.mean(bp.features) - 0.5, bp.pixel_index[rep], frame.source, vox.origin, t2d, t3d)
+    return PairSample(image, vox.coords, vox.mean(bp.features) - 0.5, bp.pixel_index[rep], frame.source, vox.origin, t2d,
+                      t3d, points=bp.points[rep])
 
 
 class FramePairs(Dataset):

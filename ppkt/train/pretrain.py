@@ -9,17 +9,19 @@ import math
 import sys
 import time
 from pathlib import Path
-from typing import List, Optional, Set
+from typing import Callable, List, Optional, Set, Tuple
 
 import torch
 from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Dataset
 
 from ppkt.checkpoint import BACKBONE_FORMAT, PRETRAIN_FORMAT, load_checkpoint, load_state_strict, save_atomic
 from ppkt.config import PretrainConfig, config_to_dict, config_to_yaml, validate_pretrain
 from ppkt.data.pairs import FramePairs, collate_pairs
 from ppkt.data.teacher_cache import TeacherCache
+from ppkt.data.views import ViewPairs, collate_views
 from ppkt.models.heads import UPL, Projection3D
+from ppkt.models.pointcontrast import PointContrast
 from ppkt.models.ppkt import PPKT
 from ppkt.models.sparse_unet import build_sparse_unet
 from ppkt.models.teacher import build_teacher
@@ -31,18 +33,28 @@ from ppkt.train.run_dir import PRETRAIN_SAFE_KEYS, check_resume, start_run
 from ppkt.train.sampler import IterationBatchSampler, one_thread_worker
 from ppkt.train.schedule import exponential_factor, lambda_schedule
 
-def build_model(cfg: PretrainConfig) -> PPKT:
-    """Teacher (frozen) + student + g2D (UPL, or PL for loss.projection=pl) + g3D, from a validated config."""
-    teacher = build_teacher(cfg.teacher.arch, cfg.teacher.weights, cfg.teacher.stage)
+def build_model(cfg: PretrainConfig) -> torch.nn.Module:
+    """From a validated config: loss.name=ppnce: teacher (frozen) + student + g2D (UPL, or PL for loss.projection=pl)
+    + g3D (PPKT); loss.name=pointcontrast: student + g3D (PointContrast, no 2D network)."""
     student = build_sparse_unet(cfg.student.arch, in_channels=3, channels=cfg.student.channels)
-    g2d = UPL(teacher.out_channels, cfg.loss.embed_dim, upsample=cfg.loss.projection == "upl")
     g3d = Projection3D(student.out_channels, cfg.loss.embed_dim)
+    if cfg.loss.name == "pointcontrast":
+        return PointContrast(student, g3d, cfg.loss.n_sub, cfg.loss.temperature)
+    teacher = build_teacher(cfg.teacher.arch, cfg.teacher.weights, cfg.teacher.stage)
+    g2d = UPL(teacher.out_channels, cfg.loss.embed_dim, upsample=cfg.loss.projection == "upl")
     return PPKT(teacher, student, g2d, g3d, cfg.loss.n_sub, cfg.loss.temperature, cfg.loss.gather_negatives)
 
 
-def trainable(model: PPKT) -> torch.nn.ModuleDict:
-    """The modules PPKT updates (the teacher stays frozen and is rebuilt from the config, never saved)."""
-    return torch.nn.ModuleDict({"student": model.student, "g2d": model.g2d, "g3d": model.g3d})
+def build_dataset(cfg: PretrainConfig, cache: Optional[TeacherCache]) -> Tuple[Dataset, Callable]:
+    """The training samples and their collate function for loss.name."""
+    if cfg.loss.name == "pointcontrast":
+        return ViewPairs(cfg.data, cfg.augment, cfg.data.pairs, cfg.loss.match_radius), collate_views
+    return FramePairs(cfg.data, cfg.augment, cache), collate_pairs
+
+
+def trainable(model: torch.nn.Module) -> torch.nn.ModuleDict:
+    """The modules pretraining updates: every child but the teacher (frozen, rebuilt from the config, never saved)."""
+    return torch.nn.ModuleDict({name: m for name, m in model.named_children() if name != "teacher"})
 
 
 def exponential_schedule(optimizer: torch.optim.Optimizer, gamma: float, step: int) -> torch.optim.lr_scheduler.LambdaLR:
@@ -58,7 +70,9 @@ def backbone_export(cfg: PretrainConfig, model: PPKT, iteration: int) -> dict:
         "in_channels": 3,
         "channels": list(model.student.channels),
         "state_dict": model.student.state_dict(),
-        "pretrain": {"iteration": iteration, "teacher": cfg.teacher.arch, "teacher_weights": cfg.teacher.weights},
+        "pretrain": {"iteration": iteration, **(
+            {"method": cfg.loss.name} if cfg.loss.name == "pointcontrast" else
+            {"teacher": cfg.teacher.arch, "teacher_weights": cfg.teacher.weights})},
     }
 
 
@@ -85,7 +99,7 @@ def _pretrain(cfg: PretrainConfig, d: Dist, device: torch.device, resume: bool, 
     if state is not None:
         check_resume(state["config"], cfg, PRETRAIN_SAFE_KEYS, ckpt_path)
     cache = TeacherCache(cfg.teacher.cache) if cfg.teacher.cache else None  # precomputed teacher features
-    dataset = FramePairs(cfg.data, cfg.augment, cache)  # first: a wrong data path is the most common error
+    dataset, collate = build_dataset(cfg, cache)  # first: a wrong data path is the most common error
     torch.manual_seed(cfg.train.seed)  # initial weights
     model = build_model(cfg).to(device)
     model.student = sync_batchnorm(model.student, cfg.train.sync_bn, d)  # before DDP and the optimiser
@@ -118,7 +132,7 @@ def _pretrain(cfg: PretrainConfig, d: Dist, device: torch.device, resume: bool, 
 
     stop = cfg.train.iterations if stop_after is None else min(cfg.train.iterations, stop_after)
     sampler = IterationBatchSampler(len(dataset), cfg.train.batch_size, cfg.train.seed, start, stop, d.rank, d.world_size)
-    loader = DataLoader(dataset, batch_sampler=sampler, collate_fn=collate_pairs, num_workers=cfg.train.workers,
+    loader = DataLoader(dataset, batch_sampler=sampler, collate_fn=collate, num_workers=cfg.train.workers,
                         worker_init_fn=one_thread_worker, pin_memory=device.type == "cuda", persistent_workers=False)
     net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None) if d.world_size > 1 else model
     log = MetricsLog(out, start) if d.main else None

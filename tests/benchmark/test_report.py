@@ -49,6 +49,11 @@ def test_page_and_plot(results, tmp_path):
     assert "+2.0 [-0.5, +4.5]" in text and "hurts" in text
     assert "+0.5 (converged)" in text and "+3.0 (NOT converged)" in text
     assert "2026-12-03" in text and "abc123" in text and "test cpu" in text
+    # the reading against the paper, from the intervals: 15 % no effect, all labels hurts while scratch still rises
+    assert "At 15 % of the scenes the paper finds +2.23; here +2.0 (no effect larger than ±2.5), which does not " \
+        "reproduce it." in text
+    assert "PPKT hurts (-4.0), which disagrees -- but scratch had not converged (+3.0 over its last 20 %)" in text
+    assert "the intervals do not overlap: the gain grows" in text  # [-0.5, +4.5] against [-6.5, -1.5]
 
 
 def test_wall_minutes_count_runs_side_by_side_once():

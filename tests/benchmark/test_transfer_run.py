@@ -43,6 +43,15 @@ def test_tiny_benchmark_runs_reuses_and_reports(tmp_path):
     again = run(tiny_plan(out))  # nothing changed: nothing reruns
     assert {name: rec.get("finished") for name, rec in again.records.items()} == stamps
 
+    # a pretraining record from before ppkt had loss.name and data.pairs: the same run at their defaults, kept
+    data = json.loads((out / "results.json").read_text())
+    old = next(r for r in data["runs"] if r["name"] == "pretrain")["settings"]["config"]
+    del old["loss"]["name"], old["data"]["pairs"]
+    (out / "results.json").write_text(json.dumps(data))
+    older = run(tiny_plan(out))
+    assert {name: rec.get("finished") for name, rec in older.records.items()} == stamps
+    assert older.records["pretrain"]["settings"]["config"]["loss"]["name"] == "ppnce"
+
     changed = run(tiny_plan(out, finetune_iterations=6, cells=[FULL], seeds=1))  # only these runs change
     redone = [n for n, rec in changed.records.items() if rec.get("finished") != stamps.get(n)]
     assert sorted(redone) == ["full/ppkt_s0", "full/scratch_s0"]

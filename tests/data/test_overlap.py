@@ -1,0 +1,109 @@
+"""Frame-pair mining (`ppkt pairs`): frame points against hand-computed geometry, overlaps against brute force,
+the pairs file on hand-made and real (7-Scenes, ScanNet layout) scans."""
+import numpy as np
+import pytest
+from PIL import Image
+
+from ppkt.cli import main
+from ppkt.data.frames import FrameError, open_frame_folder
+from ppkt.data.overlap import FramePair, frame_points, mine_folder, overlap_matrix, read_pairs, write_pairs
+from test_frames import DATA, make_7scenes, make_scannet
+
+
+def brute_overlap(a: np.ndarray, b: np.ndarray, radius: float) -> float:
+    d2 = ((a[:, None, :] - b[None, :, :]) ** 2).sum(-1)
+    return float((d2.min(1) <= radius ** 2).mean())
+
+
+def test_frame_points_are_voxel_means_of_the_world_points():
+    # 2 x 2 depth map, K with f = 1, c = (0, 0): pixel (u, v) at depth d -> (u d, v d, d); pose: a shift by t
+    depth = np.array([[1.0, 1.0], [0.0, 1.0]], dtype=np.float32)  # pixel (u=0, v=1) invalid
+    K = np.array([[1.0, 0, 0], [0, 1.0, 0], [0, 0, 1]])
+    pose = np.eye(4)
+    pose[:3, 3] = [10.0, 20.0, 30.0]
+    world = np.array([[10.0, 20.0, 31.0], [11.0, 20.0, 31.0], [11.0, 21.0, 31.0]])
+    got = frame_points(depth, K, pose, voxel=0.5)  # one point per voxel: the three stay apart
+    assert sorted(map(tuple, got.round(9))) == sorted(map(tuple, world))
+    got = frame_points(depth, K, pose, voxel=4.0)  # all in one 4 m voxel: their mean
+    np.testing.assert_allclose(got, world.mean(0, keepdims=True))
+
+
+def test_overlap_matrix_equals_brute_force():
+    rng = np.random.default_rng(0)
+    clouds = [rng.uniform(0, 1, (300, 3)), rng.uniform(0.5, 1.5, (200, 3)), rng.uniform(0, 1, (250, 3)) * 0.3,
+              rng.uniform(50, 51, (100, 3))]  # the last one far from all: its boxes never meet the others
+    m = overlap_matrix(clouds, radius=0.08)
+    for a in range(4):
+        for b in range(4):
+            want = 1.0 if a == b else brute_overlap(clouds[a], clouds[b], 0.08)
+            assert m[a, b] == pytest.approx(want, abs=1e-12), (a, b)
+    assert 0 < m[0, 1] < 1 and m[0, 3] == 0 and m[1, 0] != m[0, 1]  # partial, none, not symmetric
+
+
+def test_overlap_of_a_shifted_wall():
+    # a fronto-parallel wall at 2 m seen by 64 x 48 pixels, f = 32 (pixel pitch 6.25 cm on the wall); the second
+    # camera moved sideways by 1 m = 16 pixel columns: 48 of 64 columns of the first frame are seen by both, and
+    # the next column is 6.25 cm < 7.5 cm from the other frame's first one: 49 of 64 columns count
+    H, W, f = 48, 64, 32.0
+    depth = np.full((H, W), 2.0, dtype=np.float32)
+    K = np.array([[f, 0, (W - 1) / 2], [0, f, (H - 1) / 2], [0, 0, 1]])
+    moved = np.eye(4)
+    moved[0, 3] = 1.0
+    a = frame_points(depth, K, np.eye(4), voxel=0.05)
+    b = frame_points(depth, K, moved, voxel=0.05)
+    assert a.shape[0] == H * W  # 6.25 cm pitch: one pixel per 5 cm voxel
+    m = overlap_matrix([a, b], radius=0.075)
+    assert m[0, 1] == pytest.approx(49 / 64) and m[1, 0] == pytest.approx(49 / 64)
+
+
+def test_mine_folder_and_pairs_file_on_real_7scenes_frames(tmp_path):
+    ids = ("000000", "000050", "000100", "000400")
+    folder = open_frame_folder(make_7scenes(tmp_path / "scan", ids))
+    pairs, skipped = mine_folder(folder, "scan", min_overlap=0.0)
+    assert skipped == 0 and [(p.frame_a, p.frame_b) for p in pairs] == [
+        (a, b) for i, a in enumerate(ids) for b in ids[i + 1:]]
+    # each overlap is the brute-force fraction of frame_a's points within 7.5 cm of frame_b's
+    points = {i: frame_points(*folder.depth_and_pose(k)) for k, i in enumerate(ids)}
+    for p in pairs:
+        assert p.overlap == pytest.approx(brute_overlap(points[p.frame_a][::7], points[p.frame_b], 0.075), abs=0.02)
+    near = {(p.frame_a, p.frame_b): p.overlap for p in pairs}
+    assert near["000000", "000050"] > near["000000", "000400"]  # 2 s apart against 16 s apart in the sequence
+    kept, _ = mine_folder(folder, "scan", min_overlap=0.5)
+    assert kept == [p for p in pairs if p.overlap >= 0.5]
+    path = write_pairs(tmp_path / "pairs.tsv", pairs)
+    assert path.read_text().splitlines()[0] == "folder\tframe_a\tframe_b\toverlap"
+    assert read_pairs(path) == [FramePair(p.folder, p.frame_a, p.frame_b, round(p.overlap, 4)) for p in pairs]
+
+
+def test_cli_names_scannet_frames_and_skips_bad_poses(tmp_path, capsys):
+    root = tmp_path / "scans"
+    make_scannet(root / "scene0000_00", ids=("000000", "000050"), upscale=False)
+    make_scannet(root / "scene0001_00", ids=("000000", "000050", "000100"), upscale=False)
+    (root / "scene0001_00" / "pose" / "100.txt").write_text("\n".join(["-inf -inf -inf -inf"] * 4))  # ScanNet's mark
+    with pytest.warns(UserWarning, match=r"100\.txt.*NaN/inf"):
+        assert main(["pairs", str(root), "--out", str(tmp_path / "p.tsv"), "--min-overlap", "0.2"]) == 0
+    rows = read_pairs(tmp_path / "p.tsv")
+    assert [(r.folder, r.frame_a, r.frame_b) for r in rows] == [("scene0000_00", "0", "50"), ("scene0001_00", "0", "50")]
+    assert rows[0].overlap == rows[1].overlap >= 0.2  # the same two frames in both scans
+    assert "1 frames skipped" in capsys.readouterr().out
+
+
+def test_bad_pairs_files_name_the_file_and_line(tmp_path):
+    with pytest.raises(FrameError, match="not found"):
+        read_pairs(tmp_path / "none.tsv")
+    bad = tmp_path / "bad.tsv"
+    bad.write_text("a\tb\n")
+    with pytest.raises(FrameError, match="header"):
+        read_pairs(bad)
+    bad.write_text("folder\tframe_a\tframe_b\toverlap\nscan\t0\t50\n")
+    with pytest.raises(FrameError, match=r"bad\.tsv:2: expected 4"):
+        read_pairs(bad)
+
+
+def test_folder_without_poses_is_an_error(tmp_path):
+    scan = make_7scenes(tmp_path / "scan", ("000000",))
+    for p in scan.glob("*.pose.txt"):
+        p.unlink()
+    with pytest.raises(FrameError, match="no pose files"):
+        open_frame_folder(scan).depth_and_pose(0)
+    assert Image.open(DATA / "frame-000000.depth.png").mode.startswith("I")
