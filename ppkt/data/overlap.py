@@ -46,11 +46,12 @@ def frame_points(depth: np.ndarray, K: np.ndarray, pose: np.ndarray, voxel: floa
     z = depth[v, u].astype(np.float64)
     cam = np.stack([(u - K[0, 2]) * z / K[0, 0], (v - K[1, 2]) * z / K[1, 1], z], axis=1)
     world = cam @ pose[:3, :3].T + pose[:3, 3]
-    _, inverse, counts = np.unique(np.floor(world / voxel).astype(np.int64), axis=0, return_inverse=True,
-                                   return_counts=True)
-    inverse = inverse.reshape(-1)
-    sums = np.zeros((counts.shape[0], 3))
-    np.add.at(sums, inverse, world)
+    cell = np.floor(world / voxel).astype(np.int64)
+    cell -= cell.min(axis=0)
+    extent = cell.max(axis=0) + 1
+    key = (cell[:, 0] * extent[1] + cell[:, 1]) * extent[2] + cell[:, 2]  # one int64 per voxel: a 1D sort
+    _, inverse, counts = np.unique(key, return_inverse=True, return_counts=True)
+    sums = np.stack([np.bincount(inverse, weights=world[:, k], minlength=counts.shape[0]) for k in range(3)], axis=1)
     return sums / counts[:, None]
 
 
