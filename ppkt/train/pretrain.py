@@ -36,12 +36,15 @@ from ppkt.train.schedule import exponential_factor, lambda_schedule
 def build_model(cfg: PretrainConfig) -> torch.nn.Module:
     """From a validated config: loss.name=ppnce: teacher (frozen) + student + g2D (UPL, or PL for loss.projection=pl)
     + g3D (PPKT); loss.name=pointcontrast: student + g3D (PointContrast, no 2D network)."""
-    student = build_sparse_unet(cfg.student.arch, in_channels=3, channels=cfg.student.channels)
-    g3d = Projection3D(student.out_channels, cfg.loss.embed_dim)
     if cfg.loss.name == "pointcontrast":
-        return PointContrast(student, g3d, cfg.loss.n_sub, cfg.loss.temperature)
+        student = build_sparse_unet(cfg.student.arch, in_channels=3, channels=cfg.student.channels)
+        return PointContrast(student, Projection3D(student.out_channels, cfg.loss.embed_dim), cfg.loss.n_sub,
+                             cfg.loss.temperature)
+    # built in this order, so that a seed gives the same initial weights as always
     teacher = build_teacher(cfg.teacher.arch, cfg.teacher.weights, cfg.teacher.stage)
+    student = build_sparse_unet(cfg.student.arch, in_channels=3, channels=cfg.student.channels)
     g2d = UPL(teacher.out_channels, cfg.loss.embed_dim, upsample=cfg.loss.projection == "upl")
+    g3d = Projection3D(student.out_channels, cfg.loss.embed_dim)
     return PPKT(teacher, student, g2d, g3d, cfg.loss.n_sub, cfg.loss.temperature, cfg.loss.gather_negatives)
 
 
