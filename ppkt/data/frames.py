@@ -79,6 +79,16 @@ def check_pose(pose: np.ndarray, where: str) -> np.ndarray:
     return pose
 
 
+def clean_depth(depth: np.ndarray, where: str) -> np.ndarray:
+    """A float32 copy of depth (H, W) metres with NaN/inf/negative pixels set to 0 (invalid); FrameError naming
+    ``where`` when no pixel is valid."""
+    depth = depth.astype(np.float32)  # copy: never alter the caller's array
+    depth[~(np.isfinite(depth) & (depth > 0))] = 0.0
+    if not (depth > 0).any():
+        raise FrameError(f"{where}: no valid depth pixel (all zero, NaN, inf or negative)")
+    return depth
+
+
 # ------------------------------------------------------------------------------------------ frame
 @dataclass
 class RGBDFrame:
@@ -119,11 +129,7 @@ class RGBDFrame:
         if color.shape[:2] != depth.shape:
             raise FrameError(f"{src}: color size {color.shape[1]}x{color.shape[0]} does not match "
                              f"depth size {depth.shape[1]}x{depth.shape[0]} (W x H)")
-        depth = depth.astype(np.float32)  # copy: never alter the caller's array
-        depth[~(np.isfinite(depth) & (depth > 0))] = 0.0
-        if not (depth > 0).any():
-            raise FrameError(f"{src}: no valid depth pixel (all zero, NaN, inf or negative)")
-        self.color, self.depth = color, depth
+        self.color, self.depth = color, clean_depth(depth, src)
         self.intrinsics = check_intrinsics(self.intrinsics, src)
         if self.pose is not None:
             self.pose = check_pose(self.pose, src)
@@ -284,10 +290,7 @@ class FrameFolder(Sequence):
         dpath = self._files["depth"][name]
         if not self._has_poses:
             raise FrameError(f"{self.root}: no pose files; frame {name} cannot be placed in the world")
-        depth = read_depth(dpath, self._depth_scale, self._max_depth)
-        depth[~(np.isfinite(depth) & (depth > 0))] = 0.0
-        if not (depth > 0).any():
-            raise FrameError(f"{dpath}: no valid depth pixel (all zero, NaN, inf or negative)")
+        depth = clean_depth(read_depth(dpath, self._depth_scale, self._max_depth), str(dpath))
         return depth, self._K.copy(), _read_pose(self._files["pose"][name])
 
     def __repr__(self) -> str:
