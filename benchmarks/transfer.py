@@ -17,7 +17,7 @@ from pathlib import Path
 
 from ppkt.benchmark.report import write_report
 from ppkt.benchmark.results import Results
-from ppkt.benchmark.transfer import FULL, PROBE, Plan, limited_points, run, scene_fraction
+from ppkt.benchmark.transfer import FULL, NARROW, PROBE, Plan, limited_points, run, scene_fraction
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -28,10 +28,17 @@ def main() -> None:
     p.add_argument("--out", default="runs/transfer", help="folder of the runs and results.json")
     p.add_argument("--page", default=str(ROOT / "docs" / "transfer_benchmark.md"), help="the markdown page to write")
     p.add_argument("--fractions", type=float, nargs="*", default=[0.15], help="scene-fraction cells")
-    p.add_argument("--points", type=int, nargs="*", default=[50], help="labelled-points-per-scene cells")
+    p.add_argument("--points", type=int, nargs="*", default=[200], help="labelled-points-per-scene cells")
     p.add_argument("--no-full", action="store_true", help="leave out the all-labels cell")
     p.add_argument("--no-probe", action="store_true", help="leave out the linear-probe cell")
-    p.add_argument("--seeds", type=int, default=7)
+    p.add_argument("--seeds", type=int, default=6, help="paired seeds per cell at least")
+    p.add_argument("--max-seeds", type=int, default=24,
+                   help="more pairs for a cell while its interval is wider than --target-halfwidth (up to this many)")
+    p.add_argument("--target-halfwidth", type=float, default=2.0, help="mIoU points")
+    p.add_argument("--budget-minutes", type=float, default=90.0,
+                   help="wall clock of all stages; a round of seeds starts only if it fits")
+    p.add_argument("--channels", type=int, nargs=8, default=list(NARROW),
+                   help="the student's 8 widths, pretraining and fine-tuning")
     p.add_argument("--scenes", type=int, default=120)
     p.add_argument("--frames-per-scene", type=int, default=8)
     p.add_argument("--point-spacing", type=float, default=0.025, help="metres between scene points")
@@ -49,7 +56,8 @@ def main() -> None:
         plan = Plan(out=out, cells=cells, seeds=args.seeds, scenes=args.scenes, frames_per_scene=args.frames_per_scene,
                     point_spacing=args.point_spacing, pretrain_iterations=args.pretrain_iterations,
                     finetune_iterations=args.finetune_iterations, probe_iterations=args.probe_iterations,
-                    max_voxels=args.max_voxels, jobs=args.jobs, threads=args.threads)
+                    max_voxels=args.max_voxels, jobs=args.jobs, threads=args.threads, channels=tuple(args.channels),
+                    max_seeds=args.max_seeds, target_halfwidth=args.target_halfwidth, budget_minutes=args.budget_minutes)
         results = run(plan)
     else:
         if not (out / "results.json").is_file():

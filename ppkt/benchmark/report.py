@@ -1,12 +1,10 @@
 """The transfer benchmark's page and plot, written from results.json alone (`benchmarks/transfer.py report`)."""
 from __future__ import annotations
 
-import math
-from datetime import datetime
 from pathlib import Path
 from typing import List, Optional
 
-from ppkt.benchmark.results import Results
+from ppkt.benchmark.results import Results, wall_minutes
 from ppkt.benchmark.transfer import cell_summary
 
 PAPER = ("The paper (Figure 4, ScanNet): PPKT gains +2.23 mIoU at 15 % of the scenes and nothing at 100 %; "
@@ -39,18 +37,6 @@ def table(results: Results) -> List[str]:
                      f"{iv.mean:+.1f} [{iv.low:+.1f}, {iv.high:+.1f}] | {s['verdict']} | "
                      f"{converged(s['scratch_change'])} | {s['minutes']:.0f} |")
     return lines
-
-
-def wall_minutes(records: List[dict]) -> float:
-    """Wall-clock minutes the records' runs cover: the union of their [finished - seconds, finished] spans (runs made
-    side by side count once; a stopped and resumed benchmark counts only its working time)."""
-    spans = sorted((end - r["seconds"], end) for r in records if "finished" in r and "seconds" in r
-                   for end in [datetime.fromisoformat(r["finished"]).timestamp()])
-    total, reach = 0.0, -math.inf
-    for start, end in spans:
-        total += max(0.0, end - max(start, reach))
-        reach = max(reach, end)
-    return total / 60
 
 
 def stage_minutes(results: Results) -> str:

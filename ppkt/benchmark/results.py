@@ -7,6 +7,8 @@ rewritten atomically after every run, so a stopped benchmark keeps what it finis
 from __future__ import annotations
 
 import json
+import math
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Mapping, Optional
 
@@ -53,3 +55,15 @@ class Results:
     def select(self, **labels: Any) -> List[dict]:
         """Records whose labels equal all of `labels`, in insertion order."""
         return [r for r in self.records.values() if all(r.get(k) == v for k, v in labels.items())]
+
+
+def wall_minutes(records: List[dict]) -> float:
+    """Wall-clock minutes the records' runs cover: the union of their [finished - seconds, finished] spans (runs made
+    side by side count once; a stopped and resumed benchmark counts only its working time)."""
+    spans = sorted((end - r["seconds"], end) for r in records if "finished" in r and "seconds" in r
+                   for end in [datetime.fromisoformat(r["finished"]).timestamp()])
+    total, reach = 0.0, -math.inf
+    for start, end in spans:
+        total += max(0.0, end - max(start, reach))
+        reach = max(reach, end)
+    return total / 60

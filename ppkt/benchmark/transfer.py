@@ -7,7 +7,9 @@ Stages (each resumable; every finished piece is a record of `results.json`, reus
    frames of the training scenes;
 3. fine-tune: for every cell (a few-label protocol) and seed, a scratch run and its pretrained twin with the same
    labelled selection, seed and data order; each evaluated on the val scenes at the end, scratch also at 80 % of its
-   iterations (the convergence check: scratch's mIoU over the last 20 % of its iterations);
+   iterations (the convergence check: scratch's mIoU over the last 20 % of its iterations). Seeds come in rounds:
+   `seeds` pairs per cell first, then one more pair per round for each cell whose interval is still wider than
+   `target_halfwidth`, up to `max_seeds`, while the next round fits in `budget_minutes` (`more_seeds`);
 4. report (`write_report`, from results.json alone): per cell both mIoUs, the paired difference with its 95 %
    t-interval over seeds (`ppkt.benchmark.stats`), the verdict, the convergence check and the time per stage.
 """
@@ -15,6 +17,7 @@ from __future__ import annotations
 
 import datetime
 import json
+import math
 import os
 import platform
 import subprocess
@@ -23,7 +26,7 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from multiprocessing import get_context
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, Optional, Sequence, Tuple
 
 from ppkt.benchmark.results import Results
 
@@ -58,6 +61,9 @@ PROBE = Cell("probe", "linear probe (frozen backbone), 100 % of the scenes",
 # The fine-tuning recipe of the benchmark, over configs/finetune_synthetic.yaml (SGD lr 0.1, poly). Measured on the
 # 120-scene world, scratch, all labels (docs/transfer_benchmark.md): SGD reaches 25-31 mIoU after 200 iterations and
 # 39 only after 800; AdamW at lr 0.005 with a cosine decay reaches 37-40 after 240-300.
+# The benchmark's student: SR-UNet14 at half the widths of configs/*_synthetic.yaml, 1.7x faster per iteration
+# (0.19 vs 0.34 s per iteration on 2 x 8000 voxels, 1 thread), which buys the seeds the intervals need.
+NARROW = (8, 16, 32, 64, 64, 32, 24, 24)
 RECIPE = ("optim.name=adamw", "optim.lr=0.005", "optim.weight_decay=0.01", "optim.schedule=cosine")
 
 
@@ -97,6 +103,10 @@ class Plan:
     jobs: int  # fine-tuning runs at once (each with threads // jobs torch threads)
     threads: int
     finetune_overrides: Tuple[str, ...] = RECIPE  # over configs/finetune_synthetic.yaml, before each cell's own
+    channels: Optional[Tuple[int, ...]] = None  # the student's 8 widths (pretraining and fine-tuning); None: configs'
+    max_seeds: int = 0  # more pairs per cell while its interval is wider than target_halfwidth (0: just `seeds`)
+    target_halfwidth: float = 2.0  # mIoU points
+    budget_minutes: float = math.inf  # wall clock of all stages; no seed round starts that would not fit
 
 
 def stage_world(plan: Plan, results: Results) -> Path:
@@ -128,7 +138,8 @@ def stage_pretrain(plan: Plan, results: Results, world: Path) -> Path:
     train_frames = [str(world / "frames" / name) for name in (world / "splits" / "train.txt").read_text().split()]
     cfg = load_config(CONFIGS / "pretrain_synthetic.yaml", [
         f"data.roots=[{','.join(train_frames)}]", "data.frame=world", f"train.iterations={plan.pretrain_iterations}",
-        f"train.threads={plan.threads}", f"train.out_dir={run}", "train.checkpoint_every=100"])
+        f"train.threads={plan.threads}", f"train.out_dir={run}", "train.checkpoint_every=100",
+        *([f"student.channels=[{','.join(map(str, plan.channels))}]"] if plan.channels else [])])
     settings = run_settings(cfg, {"world": world / "dataset.json"})
 
     def work() -> dict:
@@ -185,7 +196,9 @@ def finetune_config(plan: Plan, world: Path, cell: Cell, seed: int, backbone: Op
         "train.checkpoint_every=100000", "train.eval_ply=false", f"train.threads={max(1, plan.threads // plan.jobs)}",
         "train.workers=0",  # the parallel jobs fill the cores; a loader process each would only compete
         f"train.out_dir={plan.out / 'finetune' / cell.key / f'{init}_s{seed}'}",
-        f"model.pretrained={backbone or 'null'}", *plan.finetune_overrides, *cell.overrides], FinetuneConfig)
+        f"model.pretrained={backbone or 'null'}", *([f"model.channels=[{','.join(map(str, plan.channels))}]"]
+                                                    if plan.channels else []),
+        *plan.finetune_overrides, *cell.overrides], FinetuneConfig)
 
 
 def run_finetune(cfg) -> dict:
@@ -201,23 +214,67 @@ def run_finetune(cfg) -> dict:
     return {"miou": final["miou"], "curve": curve, **provenance(time.perf_counter() - t)}
 
 
-def stage_finetune(plan: Plan, results: Results, world: Path, backbone: Path) -> None:
+def pair_jobs(plan: Plan, results: Results, world: Path, backbone: Path, cell: Cell, seed: int) -> list:
+    """The runs of one seed of a cell not yet in results: (name, settings, config, labels) each."""
     from ppkt.train.run_dir import run_settings
 
-    todo: List[Tuple[str, dict, object, dict]] = []
-    for cell in plan.cells:
-        for seed in range(plan.seeds):
-            for init, weights in (("scratch", None), ("ppkt", backbone)):
-                cfg = finetune_config(plan, world, cell, seed, weights)
-                inputs = {"world": world / "dataset.json", **({"backbone": weights} if weights else {})}
-                name = f"{cell.key}/{init}_s{seed}"
-                settings = run_settings(cfg, inputs)
-                if results.get(name, settings) is None:
-                    todo.append((name, settings, cfg, {"stage": "finetune", "cell": cell.key, "title": cell.title,
-                                                        "labels": cell.labels, "init": init, "seed": seed}))
-    if not todo:
-        return
-    print(f"fine-tuning: {len(todo)} runs to do, {plan.jobs} at a time", flush=True)
+    todo = []
+    for init, weights in (("scratch", None), ("ppkt", backbone)):
+        cfg = finetune_config(plan, world, cell, seed, weights)
+        inputs = {"world": world / "dataset.json", **({"backbone": weights} if weights else {})}
+        name, settings = f"{cell.key}/{init}_s{seed}", run_settings(cfg, inputs)
+        if results.get(name, settings) is None:
+            todo.append((name, settings, cfg, {"stage": "finetune", "cell": cell.key, "title": cell.title,
+                                                "labels": cell.labels, "init": init, "seed": seed}))
+    return todo
+
+
+def more_seeds(plan: Plan, results: Results, counts: Dict[str, int], minutes_left: float) -> Dict[str, int]:
+    """The seed count of each cell for the next round: `plan.seeds` at first; then one more for every cell whose
+    interval (over the pairs of seeds < its count) is wider than plan.target_halfwidth, below plan.max_seeds --
+    cells with the widest interval first, as long as the round's estimated wall-clock minutes (the mean minutes of
+    a cell's finished runs, two runs a pair, `plan.jobs` at a time) fit in `minutes_left`."""
+    want = {c.key: max(counts.get(c.key, 0), plan.seeds) for c in plan.cells}
+    if want != {c.key: counts.get(c.key, 0) for c in plan.cells}:
+        return want  # the first round
+    widths = {}
+    for c in plan.cells:
+        s = cell_summary(results, c.key, seeds=range(counts[c.key]))
+        width = math.inf if s is None else s["interval"].half_width
+        if width > plan.target_halfwidth and counts[c.key] < plan.max_seeds:
+            widths[c.key] = width
+    round_minutes = 0.0
+    for key in sorted(widths, key=widths.get, reverse=True):
+        runs = results.select(stage="finetune", cell=key)
+        minutes = 2 * sum(r["seconds"] for r in runs) / max(len(runs), 1) / 60 / plan.jobs
+        if round_minutes + minutes > minutes_left:
+            continue
+        round_minutes += minutes
+        want[key] += 1
+    return want
+
+
+def stage_finetune(plan: Plan, results: Results, world: Path, backbone: Path) -> None:
+    """Rounds of seeds (`more_seeds`) until no cell needs more or the budget is spent."""
+    from ppkt.benchmark.results import wall_minutes
+
+    counts: Dict[str, int] = {}
+    while True:
+        minutes_left = plan.budget_minutes - wall_minutes(list(results.records.values()))
+        want = more_seeds(plan, results, counts, minutes_left)
+        if want == counts:
+            return
+        todo = [job for c in plan.cells for seed in range(counts.get(c.key, 0), want[c.key])
+                for job in pair_jobs(plan, results, world, backbone, c, seed)]
+        counts = want
+        if todo:
+            print(f"fine-tuning: {len(todo)} runs to do, {plan.jobs} at a time (seeds per cell: "
+                  + ", ".join(f"{k} {n}" for k, n in counts.items()) + ")", flush=True)
+            run_jobs(plan, results, todo)
+
+
+def run_jobs(plan: Plan, results: Results, todo: list) -> None:
+    """Fine-tune `todo` ((name, settings, config, labels) each) in plan.jobs spawned processes; record each."""
     with ProcessPoolExecutor(plan.jobs, mp_context=get_context("spawn")) as pool:
         futures = {pool.submit(run_finetune, cfg): (name, settings, labels) for name, settings, cfg, labels in todo}
         for done, future in enumerate(as_completed(futures), 1):
@@ -238,16 +295,18 @@ def run(plan: Plan) -> Results:
     return results
 
 
-def cell_summary(results: Results, cell_key: str, confidence: float = 0.95) -> Optional[Dict]:
+def cell_summary(results: Results, cell_key: str, confidence: float = 0.95,
+                 seeds: Optional[Sequence[int]] = None) -> Optional[Dict]:
     """Both arms' mean mIoU (points), the paired difference's interval and verdict, and the convergence check of
-    one cell, from its records; None when no complete pair exists."""
+    one cell, from its records (of `seeds` only, when given); None when no complete pair exists."""
     from statistics import mean
 
     from ppkt.benchmark.stats import paired_interval, verdict
 
     runs = results.select(stage="finetune", cell=cell_key)
     by = {(r["init"], r["seed"]): r for r in runs}
-    seeds = sorted(s for (init, s) in by if init == "scratch" and ("ppkt", s) in by)
+    wanted = None if seeds is None else set(seeds)
+    seeds = sorted(s for (init, s) in by if init == "scratch" and ("ppkt", s) in by and (wanted is None or s in wanted))
     if not seeds:
         return None
     scratch = [100 * by["scratch", s]["miou"] for s in seeds]
@@ -258,7 +317,7 @@ def cell_summary(results: Results, cell_key: str, confidence: float = 0.95) -> O
     return {"title": runs[0]["title"], "labels": runs[0]["labels"], "seeds": len(seeds), "scratch": mean(scratch),
             "ppkt": mean(ppkt), "interval": interval, "verdict": verdict(interval),
             "scratch_change": mean(changes) if changes else None,
-            "minutes": sum(r["seconds"] for r in runs) / 60}
+            "minutes": sum(r["seconds"] for r in runs if r["seed"] in seeds) / 60}
 
 
 def _last_change(curve: Sequence[Sequence[float]]) -> Optional[float]:

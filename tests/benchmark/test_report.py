@@ -1,8 +1,8 @@
 """The benchmark page from hand-made paired results: intervals, verdicts, the convergence check, the plot."""
 import pytest
 
-from ppkt.benchmark.report import wall_minutes, write_report
-from ppkt.benchmark.results import Results
+from ppkt.benchmark.report import write_report
+from ppkt.benchmark.results import Results, wall_minutes
 from ppkt.benchmark.transfer import cell_summary
 
 
@@ -63,3 +63,24 @@ def test_wall_minutes_count_runs_side_by_side_once():
     records = [rec(10, 10), rec(6, 4), rec(25, 5), rec(30, 6)]
     assert wall_minutes(records) == pytest.approx(20.0)
     assert wall_minutes([]) == 0.0
+
+
+def test_more_seeds_goes_to_wide_intervals_within_the_budget(results, tmp_path):
+    from ppkt.benchmark.transfer import FULL, Plan, more_seeds, scene_fraction
+
+    def plan(**changes):
+        settings = dict(out=tmp_path, cells=[scene_fraction(0.15), FULL], seeds=3, scenes=6, frames_per_scene=2,
+                        point_spacing=0.05, pretrain_iterations=2, finetune_iterations=5, probe_iterations=5,
+                        max_voxels=2000, jobs=2, threads=2, max_seeds=5, target_halfwidth=2.0)
+        return Plan(**{**settings, **changes})
+
+    assert more_seeds(plan(), results, {}, 100.0) == {"f0.15": 3, "full": 3}  # the first round: plan.seeds each
+    both = {"f0.15": 3, "full": 3}
+    # both half-widths are 2.48 > 2.0: one more pair each; a pair of 60 s runs, 2 at a time, is 1 minute
+    assert more_seeds(plan(), results, both, 100.0) == {"f0.15": 4, "full": 4}
+    assert sum(more_seeds(plan(), results, both, 1.5).values()) == 7  # only one pair fits
+    assert more_seeds(plan(), results, both, 0.5) == both  # none fits
+    assert more_seeds(plan(target_halfwidth=2.5), results, both, 100.0) == both  # narrow enough
+    assert more_seeds(plan(max_seeds=3), results, both, 100.0) == both  # at the cap
+    # intervals over the seeds scheduled so far: f0.15 over seeds 0, 1 only (+1, +2: half-width 6.35)
+    assert more_seeds(plan(), results, {"f0.15": 2, "full": 3}, 1.5) == {"f0.15": 3, "full": 3}
