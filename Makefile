@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.ppkt-installed
 
-.PHONY: install demo test bench bench-transfer clean
+.PHONY: install demo test bench bench-transfer bench-ablations clean
 
 install: $(STAMP)
 
@@ -28,3 +28,6 @@ clean:
 
 bench-transfer: $(STAMP)
 	$(PY) benchmarks/transfer.py run --out runs/transfer
+
+bench-ablations: $(STAMP)
+	$(PY) benchmarks/ablations.py run --out runs/ablations

@@ -64,11 +64,16 @@ class StudentConfig:
 @dataclass
 class LossConfig:
     # "ppnce": PPKT (teacher pixels against student points) | "pointcontrast": PointInfoNCE between two overlapping
-    # frames of a scan (needs data.pairs from `ppkt pairs` and data.frame=world; no teacher)
+    # frames of a scan (needs data.pairs from `ppkt pairs` and data.frame=world; no teacher) | the paper's baselines
+    # (ppkt.models.baselines): "ppkd" (per-point KL to a segmentation teacher: teacher.weights = a `ppkt teacher train`
+    # file), "global_kd" (pooled encoder, KL to EfficientNet-Lite0's ImageNet logits), "gupta" (pooled L2),
+    # "crd" (pooled contrastive, memory bank); the last three pretrain the student's encoder only
     name: str = "ppnce"
     embed_dim: int = 128
     n_sub: int = 4096  # pixel-point pairs (ppnce) or matched point pairs (pointcontrast) sampled across the batch
-    temperature: float = 0.04  # PointContrast's is 0.07
+    temperature: float = 0.04  # of the contrastive losses (ppnce, pointcontrast, crd); PointContrast's and CRD's is 0.07
+    kd_temperature: float = 4.0  # ppkd and global_kd: T of the softened class distributions (Hinton KD)
+    bank_size: int = 4096  # crd: earlier frames' 2D embeddings kept as extra negatives
     match_radius: float = 1.5  # pointcontrast: matches are nearest neighbours within this many voxels
     projection: str = "upl"  # "upl" (1x1 conv + bilinear upsampling) | "pl" (1x1 conv only)
     # several processes: contrast each process's n_sub points with the sampled pixels of ALL processes (world_size *
@@ -208,9 +213,26 @@ def check_loss(l: LossConfig, c: Checks) -> None:
     c.choice(l.projection, PROJECTIONS, "loss.projection")
     c.choice(l.name, LOSSES, "loss.name")
     c.positive(l.match_radius, "loss.match_radius")
+    c.positive(l.kd_temperature, "loss.kd_temperature")
+    c.at_least(l.bank_size, 0, "loss.bank_size")
 
 
-LOSSES = ("ppnce", "pointcontrast")
+LOSSES = ("ppnce", "pointcontrast", "ppkd", "global_kd", "gupta", "crd")
+
+
+def check_baselines(cfg: "PretrainConfig", c: Checks) -> None:
+    """What the baselines need from the teacher section."""
+    name, t = cfg.loss.name, cfg.teacher
+    if name == "ppkd":
+        c.need(t.weights not in ("imagenet", "none"), "teacher.weights", "loss.name=ppkd needs a 2D segmentation "
+               "teacher: the file `ppkt teacher train` writes (e.g. runs/teacher2d/teacher.pt)")
+    if name == "global_kd":
+        c.need(t.arch.lower().replace("-", "_") == "efficientnet_lite0", "teacher.arch",
+               f"loss.name=global_kd distils EfficientNet-Lite0's ImageNet logits; set teacher.arch=efficientnet_lite0 "
+               f"(got {t.arch})")
+    if name in ("ppkd", "global_kd"):
+        c.need(t.cache is None, "teacher.cache", f"holds feature maps, not the class logits loss.name={name} needs; "
+                                                 "unset it")
 
 
 def check_pointcontrast(cfg: "PretrainConfig", c: Checks) -> None:
@@ -271,6 +293,7 @@ def validate_pretrain(cfg: PretrainConfig) -> PretrainConfig:
     check_train(cfg.train, c)
     check_pretrain_train(cfg.train, c)
     check_pointcontrast(cfg, c)
+    check_baselines(cfg, c)
     c.done()
     return cfg
 

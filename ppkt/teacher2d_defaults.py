@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Tuple
 
-SEG_ARCHS: Tuple[str, ...] = ("resnet18", "resnet34", "resnet50")
+SEG_ARCHS: Tuple[str, ...] = ("resnet18", "resnet34", "resnet50", "efficientnet_lite0")
 DEFAULT_IMAGE_SIZE = (240, 320)
 DEFAULT_SCALE_RANGE = (0.75, 1.5)
 DEFAULT_ITERATIONS = 800

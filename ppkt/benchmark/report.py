@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import List, Optional
+from typing import List, Optional, Sequence
 
 from ppkt.benchmark.results import Results, wall_minutes
 from ppkt.benchmark.transfer import cell_summary
@@ -43,7 +43,9 @@ def stage_minutes(results: Results) -> str:
     """Wall-clock minutes per stage and in all; per cell, the sum of its runs' own minutes."""
     runs = list(results.records.values())
     tuned = [r for r in runs if r.get("stage") == "finetune"]
-    stages = {stage: wall_minutes([r for r in runs if r.get("stage") == stage]) for stage in ("world", "pretrain")}
+    stages = {stage: wall_minutes([r for r in runs if r.get("stage") == stage])
+              for stage in ("world", "pairs", "teacher2d", "pretrain") if stage == "world" or any(
+                  r.get("stage") == stage for r in runs)}
     stages["fine-tuning"] = wall_minutes(tuned)
     cells = {}
     for r in tuned:
@@ -89,14 +91,15 @@ def plot(results: Results, path: Path) -> None:
 def setup(results: Results) -> str:
     """What was run, read from the records' settings: world, pretraining, fine-tuning recipe."""
     world = results.records.get("world", {}).get("settings", {})
-    pre = results.records.get("pretrain", {}).get("settings", {}).get("config", {})
+    pre = next(iter(results.select(stage="pretrain")), {}).get("settings", {}).get("config", {})
     tuned = [r for r in results.select(stage="finetune") if r["cell"] != "probe" and "config" in r["settings"]]
     parts = []
     if world:
         parts.append(f"A synthetic world of {world['scenes']} rooms ({world['frames_per_scene']} RGB-D frames each; "
                      f"labelled point clouds at {100 * world['point_spacing']:g} cm)")
     if pre:
-        parts.append(f"PPKT pretrained for {pre['train']['iterations']} iterations ({pre['student']['arch']} student, "
+        widths = f" at widths {pre['student']['channels']}" if pre["student"].get("channels") else ""
+        parts.append(f"PPKT pretrained for {pre['train']['iterations']} iterations ({pre['student']['arch']} student{widths}, "
                      f"{pre['teacher']['arch']} teacher, {pre['data']['frame']} frame) on the frames of the training "
                      f"scenes only")
     if tuned:
@@ -162,13 +165,76 @@ def reading(results: Results) -> List[str]:
     return out
 
 
+TARGET_HALFWIDTH = 2.0  # mIoU points, issue 11: every cell of the default run
+
+
+def power(results: Results) -> str:
+    """The interval half-width of every cell against the target, and the seeds it took."""
+    rows = [cell_summary(results, key) for key in cells_in(results)]
+    rows = [r for r in rows if r is not None]
+    met = [r for r in rows if r["interval"].half_width <= TARGET_HALFWIDTH]
+    return ("Power: 95 % half-widths " + ", ".join(f"{r['title']} ±{r['interval'].half_width:.2f} ({r['seeds']} seeds)"
+                                                     for r in rows)
+            + f"; the target ±{TARGET_HALFWIDTH:g} is met in {len(met)} of {len(rows)} cells. In `make "
+              "bench-transfer` seeds come in rounds: 6 pairs per cell, then one more pair per round for each cell still wider than the target, while the "
+              "next round fits in the 90-minute budget.")
+
+
 def write_report(results: Results, page: Path, title: str = "Transfer benchmark (synthetic world)",
                  intro: str = "") -> str:
     image = Path("images") / (page.stem + ".png")
     plot(results, page.parent / image)
     text = "\n".join([f"# {title}", "", *([intro, ""] if intro else []), setup(results), "", provenance(results), "",
-                      *table(results), "", INTERVAL, "", *reading(results), "", f"Time: {stage_minutes(results)}.", "",
+                      *table(results), "", INTERVAL, "", power(results), "", *reading(results), "",
+                      f"Time: {stage_minutes(results)}.", "",
                       f"![PPKT minus scratch per regime]({image.as_posix()})", ""])
+    page.parent.mkdir(parents=True, exist_ok=True)
+    page.write_text(text)
+    return text
+
+
+def agreement(verdict: str, paper: str) -> str:
+    """Whether an interval's verdict agrees with the paper's finding ("helps" / "no gain")."""
+    if paper == "helps":
+        return "agrees" if verdict == "helps" else "disagrees (the paper finds a gain)"
+    return "agrees" if verdict not in ("helps", "hurts") else f"disagrees (the paper finds no gain; here it {verdict})"
+
+
+def comparison_table(results: Results, table) -> List[str]:
+    """One ablation table (`ppkt.benchmark.ablations.Table`): a row per comparison and regime, a - b with its interval,
+    the verdict and whether it agrees with the paper."""
+    from ppkt.benchmark.ablations import VARIANTS
+
+    lines = [f"## {table.title}", "", "| a - b | regime | seeds | a mIoU | b mIoU | a - b (95 % CI) | verdict | "
+             "the paper | b, last 20 % |", "|" + " --- |" * 9]
+    for a, b, paper in table.rows:
+        for key in cells_in(results):
+            s = cell_summary(results, key, a=a, b=b)
+            if s is None:
+                continue
+            iv = s["interval"]
+            lines.append(f"| {VARIANTS[a].title} - {VARIANTS[b].title} | {s['title']} | {s['seeds']} | {s['ppkt']:.1f} | "
+                         f"{s['scratch']:.1f} | {iv.mean:+.1f} [{iv.low:+.1f}, {iv.high:+.1f}] | {s['verdict']} | "
+                         f"{paper}: {agreement(s['verdict'], paper)} | {converged(s['scratch_change'])} |")
+    return lines + ["", table.paper, ""]
+
+
+def write_ablation_report(results: Results, page: Path, tables: Sequence) -> str:
+    """docs/ablations.md from results.json: the setup, one table per paper comparison, the time per stage."""
+    from ppkt.benchmark.ablations import VARIANTS
+
+    done = {r.get("method") for r in results.select(stage="pretrain")}
+    variants = [f"- `{v.key}`: {v.title}" + (f" (`{' '.join(v.overrides)}`)" if v.overrides else "")
+                + (f", student widths {list(v.channels)}" if v.channels else "")
+                for v in VARIANTS.values() if v.key in done or (not v.pretrained and results.select(init=v.key))]
+    text = "\n".join(["# Ablations and baselines (synthetic world)", "", setup(results), "", "Variants (pretraining "
+                      "config overrides):", "", *variants, "", provenance(results), "",
+                      "Every variant is fine-tuned with the same seeds, so two variants of a seed are a pair (same "
+                      "labelled selection, seed and data order); a - b is the mean paired difference in mIoU points "
+                      "with its 95 % Student-t interval over seeds, and the verdict comes from the interval alone "
+                      "(see docs/transfer_benchmark.md). The convergence check is that of b when b is a scratch "
+                      "baseline.", "", *(line for t in tables for line in comparison_table(results, t)),
+                      f"Time: {stage_minutes(results)}.", ""])
     page.parent.mkdir(parents=True, exist_ok=True)
     page.write_text(text)
     return text

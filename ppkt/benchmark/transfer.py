@@ -128,19 +128,23 @@ def stage_world(plan: Plan, results: Results) -> Path:
     return world
 
 
-def stage_pretrain(plan: Plan, results: Results, world: Path) -> Path:
+def stage_pretrain(plan: Plan, results: Results, world: Path, name: str = "ppkt", overrides: Sequence[str] = (),
+                   inputs: Optional[Dict[str, Path]] = None) -> Path:
+    """The backbone export of one pretraining run (record "pretrain" for PPKT, "pretrain/<name>" for the others;
+    folder pretrain/<name>): configs/pretrain_synthetic.yaml on the training scenes' frames, then `overrides`;
+    `inputs` are the further files it reads (hashed into its settings)."""
     from ppkt.config import PretrainConfig, load_config
     from ppkt.train.pretrain import pretrain
     from ppkt.train.run_dir import run_settings
 
-    run = plan.out / "pretrain" / "ppkt"
+    run, record = plan.out / "pretrain" / name, "pretrain" if name == "ppkt" else f"pretrain/{name}"
     # the frames of the training scenes only: the val scenes stay unseen, as in the paper (ScanNet train frames)
     train_frames = [str(world / "frames" / name) for name in (world / "splits" / "train.txt").read_text().split()]
     cfg = load_config(CONFIGS / "pretrain_synthetic.yaml", [
         f"data.roots=[{','.join(train_frames)}]", "data.frame=world", f"train.iterations={plan.pretrain_iterations}",
         f"train.threads={plan.threads}", f"train.out_dir={run}", "train.checkpoint_every=100",
-        *([f"student.channels=[{','.join(map(str, plan.channels))}]"] if plan.channels else [])])
-    settings = run_settings(cfg, {"world": world / "dataset.json"})
+        *([f"student.channels=[{','.join(map(str, plan.channels))}]"] if plan.channels else []), *overrides])
+    settings = run_settings(cfg, {"world": world / "dataset.json", **(inputs or {})})
 
     def work() -> dict:
         # continue a stopped run only if it was made with the same settings (train.iterations may differ: resuming
@@ -157,9 +161,9 @@ def stage_pretrain(plan: Plan, results: Results, world: Path) -> Path:
         return provenance(time.perf_counter() - t)
 
     if not (run / "backbone.pth").is_file():
-        results.records.pop("pretrain", None)
-    accept_new_defaults(results, "pretrain", settings, PretrainConfig)
-    results.run("pretrain", settings, work, stage="pretrain")
+        results.records.pop(record, None)
+    accept_new_defaults(results, record, settings, PretrainConfig)
+    results.run(record, settings, work, stage="pretrain", method=name)
     return run / "backbone.pth"
 
 
@@ -181,13 +185,14 @@ def accept_new_defaults(results: Results, name: str, settings: dict, schema: typ
         results.save()
 
 
-def finetune_config(plan: Plan, world: Path, cell: Cell, seed: int, backbone: Optional[Path]):
-    """The fine-tuning config of one run (scratch when backbone is None)."""
+def finetune_config(plan: Plan, world: Path, cell: Cell, seed: int, backbone: Optional[Path], init: str = ""):
+    """The fine-tuning config of one run (scratch when backbone is None; `init` names its folder, by default
+    "ppkt" or "scratch")."""
     from ppkt.config import load_config
     from ppkt.train.finetune_config import FinetuneConfig
 
     iterations = plan.probe_iterations if cell.key == PROBE.key else plan.finetune_iterations
-    init = "ppkt" if backbone else "scratch"
+    init = init or ("ppkt" if backbone else "scratch")
     # scratch is also evaluated at 80 % of its iterations (the convergence check); every run at the end
     eval_every = 0 if backbone else max(1, iterations * 4 // 5)
     return load_config(CONFIGS / "finetune_synthetic.yaml", [
@@ -216,17 +221,22 @@ def run_finetune(cfg) -> dict:
 
 def pair_jobs(plan: Plan, results: Results, world: Path, backbone: Path, cell: Cell, seed: int) -> list:
     """The runs of one seed of a cell not yet in results: (name, settings, config, labels) each."""
+    return [job for init, weights in (("scratch", None), ("ppkt", backbone))
+            for job in finetune_job(plan, results, world, cell, seed, init, weights)]
+
+
+def finetune_job(plan: Plan, results: Results, world: Path, cell: Cell, seed: int, init: str,
+                 weights: Optional[Path]) -> list:
+    """[(name, settings, config, labels)] of the run "<cell>/<init>_s<seed>" when results lacks it, else []."""
     from ppkt.train.run_dir import run_settings
 
-    todo = []
-    for init, weights in (("scratch", None), ("ppkt", backbone)):
-        cfg = finetune_config(plan, world, cell, seed, weights)
-        inputs = {"world": world / "dataset.json", **({"backbone": weights} if weights else {})}
-        name, settings = f"{cell.key}/{init}_s{seed}", run_settings(cfg, inputs)
-        if results.get(name, settings) is None:
-            todo.append((name, settings, cfg, {"stage": "finetune", "cell": cell.key, "title": cell.title,
-                                                "labels": cell.labels, "init": init, "seed": seed}))
-    return todo
+    cfg = finetune_config(plan, world, cell, seed, weights, init)
+    inputs = {"world": world / "dataset.json", **({"backbone": weights} if weights else {})}
+    name, settings = f"{cell.key}/{init}_s{seed}", run_settings(cfg, inputs)
+    if results.get(name, settings) is not None:
+        return []
+    return [(name, settings, cfg, {"stage": "finetune", "cell": cell.key, "title": cell.title, "labels": cell.labels,
+                                   "init": init, "seed": seed})]
 
 
 def more_seeds(plan: Plan, results: Results, counts: Dict[str, int], minutes_left: float) -> Dict[str, int]:
@@ -296,26 +306,27 @@ def run(plan: Plan) -> Results:
 
 
 def cell_summary(results: Results, cell_key: str, confidence: float = 0.95,
-                 seeds: Optional[Sequence[int]] = None) -> Optional[Dict]:
-    """Both arms' mean mIoU (points), the paired difference's interval and verdict, and the convergence check of
-    one cell, from its records (of `seeds` only, when given); None when no complete pair exists."""
+                 seeds: Optional[Sequence[int]] = None, a: str = "ppkt", b: str = "scratch") -> Optional[Dict]:
+    """Both arms' mean mIoU (points; keys "ppkt" for a, "scratch" for b), the paired difference a - b (two inits of
+    the same seeds) with its interval and verdict, and the convergence check of b ("scratch_change"), from one
+    cell's records (of `seeds` only, when given); None when no complete pair exists."""
     from statistics import mean
 
     from ppkt.benchmark.stats import paired_interval, verdict
 
-    runs = results.select(stage="finetune", cell=cell_key)
+    runs = [r for r in results.select(stage="finetune", cell=cell_key) if r["init"] in (a, b)]
     by = {(r["init"], r["seed"]): r for r in runs}
     wanted = None if seeds is None else set(seeds)
-    seeds = sorted(s for (init, s) in by if init == "scratch" and ("ppkt", s) in by and (wanted is None or s in wanted))
+    seeds = sorted(s for (init, s) in by if init == b and (a, s) in by and (wanted is None or s in wanted))
     if not seeds:
         return None
-    scratch = [100 * by["scratch", s]["miou"] for s in seeds]
-    ppkt = [100 * by["ppkt", s]["miou"] for s in seeds]
-    interval = paired_interval(ppkt, scratch, confidence)
-    changes = [_last_change(by["scratch", s]["curve"]) for s in seeds]
+    base = [100 * by[b, s]["miou"] for s in seeds]
+    other = [100 * by[a, s]["miou"] for s in seeds]
+    interval = paired_interval(other, base, confidence)
+    changes = [_last_change(by[b, s]["curve"]) for s in seeds]
     changes = [c for c in changes if c is not None]
-    return {"title": runs[0]["title"], "labels": runs[0]["labels"], "seeds": len(seeds), "scratch": mean(scratch),
-            "ppkt": mean(ppkt), "interval": interval, "verdict": verdict(interval),
+    return {"title": runs[0]["title"], "labels": runs[0]["labels"], "seeds": len(seeds), "scratch": mean(base),
+            "ppkt": mean(other), "interval": interval, "verdict": verdict(interval),
             "scratch_change": mean(changes) if changes else None,
             "minutes": sum(r["seconds"] for r in runs if r["seed"] in seeds) / 60}
 

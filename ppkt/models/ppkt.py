@@ -9,6 +9,13 @@ from ppkt.losses.ppnce import ppnce_loss
 from ppkt.models.heads import UPL, Projection3D
 
 
+@torch.no_grad()
+def teacher_features(teacher: nn.Module, batch) -> Tensor:
+    """(B, C, h, w) frozen teacher features: the batch's cached ones (float16) when present, else computed."""
+    cached = getattr(batch, "teacher_features", None)
+    return teacher(batch.images) if cached is None else cached
+
+
 class PPKT(nn.Module):
     """loss = PPNCE(g3D(f3D(points)), g2D(f2D(image)) at the paired pixels), on n_sub pairs of the batch.
 
@@ -29,11 +36,8 @@ class PPKT(nn.Module):
         f3d = self.student(batch.feats, batch.coords, batch.batch_size)  # (M, C3)
         return self.pair_loss(f2d, f3d, batch, generator)
 
-    @torch.no_grad()
     def teacher_features(self, batch) -> Tensor:
-        """(B, C, h, w) frozen teacher features: the batch's cached ones (float16) when present, else computed."""
-        cached = getattr(batch, "teacher_features", None)
-        return self.teacher(batch.images) if cached is None else cached
+        return teacher_features(self.teacher, batch)
 
     def pair_loss(self, f2d: Tensor, f3d: Tensor, batch, generator: torch.Generator) -> Tensor:
         """PPNCE of n_sub sampled voxels' g3D embeddings against g2D at their pixels (f3d: (M, C3) student features)."""

@@ -1,4 +1,4 @@
-"""The ResNet-FCN segmentation teacher (`SegTeacher`, its `FCNHead` decoder) and `load_seg_teacher`.
+"""The ResNet-FCN (and EfficientNet-Lite0-FCN) segmentation network (`SegTeacher`, its `FCNHead` decoder) and `load_seg_teacher`.
 
 The checkpoint ``{"format": "ppkt-teacher2d", "version": 1, "arch", "backbone", "head", ...}`` written by
 `ppkt.train.teacher2d.train_teacher2d` is read by `build_teacher(arch, weights=<file>)` (backbone only) and by
@@ -25,6 +25,20 @@ __all__ = ["SEG_ARCHS", "SEG_TEACHER_VERSION", "FCNHead", "SegTeacher", "load_se
 SEG_TEACHER_VERSION = 1
 _EXPANSION = {"resnet18": 1, "resnet34": 1, "resnet50": 4}
 _STAGES = ("layer1", "layer2", "layer3", "layer4")
+
+
+def _efficientnet_encoder(weights: str):
+    """timm EfficientNet-Lite0 returning its stride 8 / 16 / 32 stages (40, 112, 320 channels), with `weights`
+    ("none", "imagenet": the package file, or a path) read as `build_teacher` reads them; its (0.5, 0.5) normalisation."""
+    import timm
+
+    from ppkt.models.teacher import EFFNET_TIMM_NAME, _effnet_state_dict, _load_checked
+
+    net = timm.create_model(EFFNET_TIMM_NAME, pretrained=False, features_only=True, out_indices=(2, 3, 4))
+    sd, desc = _effnet_state_dict(weights)
+    if sd is not None:
+        _load_checked(net, sd, "efficientnet_lite0", desc)
+    return net, (40, 112, 320), (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)
 
 
 class FCNHead(nn.Module):
@@ -56,10 +70,11 @@ class FCNHead(nn.Module):
 
 
 class SegTeacher(nn.Module):
-    """ResNet-FCN for semantic segmentation: (B, 3, H, W) RGB in [0, 1] -> logits (B, num_classes, H, W).
+    """ResNet-FCN (or EfficientNet-Lite0-FCN, the pilot study's network) for semantic segmentation: (B, 3, H, W) RGB
+    in [0, 1] -> logits (B, num_classes, H, W).
 
-    Input is normalised with the ImageNet mean / std inside the model, exactly as `ppkt.models.teacher.Teacher2D`
-    normalises ResNet input.
+    Input is normalised inside the model, exactly as `ppkt.models.teacher.Teacher2D` normalises it (ImageNet mean /
+    std for ResNets, 0.5 / 0.5 for EfficientNet-Lite0).
     `backbone` is a torchvision ResNet whose `fc` is an Identity: its state dict has exactly torchvision's key
     names without `fc.*`, so it loads into `build_teacher(arch, weights=<checkpoint>)`.
     backbone_weights: "none" (random init), "imagenet" (torch hub cache file, never downloaded) or a checkpoint
@@ -75,17 +90,21 @@ class SegTeacher(nn.Module):
         if int(num_classes) < 1:
             raise ValueError(f"num_classes must be >= 1, got {num_classes}")
         self.arch, self.num_classes = arch, int(num_classes)
-        net = getattr(torchvision.models, arch)(weights=None)
-        net.fc = nn.Identity()  # no fc.* keys in the state dict
-        self.backbone = net
         self.backbone_weights = str(backbone_weights)
-        if self.backbone_weights != "none":
-            teacher = build_teacher(arch, self.backbone_weights, stage="layer4")  # same loading (and errors)
-            self.backbone.load_state_dict(teacher.body.state_dict())
-        e = _EXPANSION[arch]
-        self.head = FCNHead((128 * e, 256 * e, 512 * e), self.num_classes, mid_channels)
-        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("std", torch.tensor(IMAGENET_STD, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
+        if arch == "efficientnet_lite0":
+            self.backbone, channels, mean, std = _efficientnet_encoder(self.backbone_weights)
+        else:
+            net = getattr(torchvision.models, arch)(weights=None)
+            net.fc = nn.Identity()  # no fc.* keys in the state dict
+            self.backbone = net
+            if self.backbone_weights != "none":
+                teacher = build_teacher(arch, self.backbone_weights, stage="layer4")  # same loading (and errors)
+                self.backbone.load_state_dict(teacher.body.state_dict())
+            e = _EXPANSION[arch]
+            channels, mean, std = (128 * e, 256 * e, 512 * e), IMAGENET_MEAN, IMAGENET_STD
+        self.head = FCNHead(channels, self.num_classes, mid_channels)
+        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
         # Set by load_seg_teacher / train_teacher2d; used by evaluation.
         self.class_names: List[str] = [str(i) for i in range(self.num_classes)]
         self.ignore_index = 255
@@ -98,6 +117,8 @@ class SegTeacher(nn.Module):
 
     def encode(self, images: Tensor) -> Dict[str, Tensor]:
         """Backbone features {"layer1": stride 4, ..., "layer4": stride 32} of RGB images in [0, 1]."""
+        if self.arch == "efficientnet_lite0":  # its stride-8, 16 and 32 stages in the ResNet stages' places
+            return dict(zip(_STAGES[1:], self.backbone(self.normalize(images))))
         b = self.backbone
         x = b.maxpool(b.relu(b.bn1(b.conv1(self.normalize(images)))))
         feats = {}

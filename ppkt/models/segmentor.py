@@ -54,6 +54,7 @@ class LoadReport:
     missing: List[str] = field(default_factory=list)  # in the model, not in the file: newly initialised
     unexpected: List[str] = field(default_factory=list)  # in the file, not in the model: ignored
     mismatched: List[Tuple[str, tuple, tuple]] = field(default_factory=list)  # (key, file shape, model shape)
+    note: str = ""  # what the export says about itself (an encoder-only export)
 
     def summary(self) -> str:
         lines = [f"pretrained backbone {self.path}: loaded {len(self.loaded)} tensors"]
@@ -62,7 +63,7 @@ class LoadReport:
                             ("ignored (shape mismatch)", [f"{k}: file {a} vs model {b}" for k, a, b in self.mismatched])):
             if keys:
                 lines.append(f"  {label} ({len(keys)}): " + ", ".join(keys[:6]) + (" ..." if len(keys) > 6 else ""))
-        return "\n".join(lines)
+        return "\n".join(lines + ([f"  {self.note}"] if self.note else []))
 
 
 def load_backbone(segmentor: Segmentor, path: str | Path) -> LoadReport:
@@ -91,7 +92,10 @@ def load_backbone(segmentor: Segmentor, path: str | Path) -> LoadReport:
     state = {k[len("module."):] if k.startswith("module.") else k: v for k, v in export["state_dict"].items()}
     full = {"backbone." + k: v for k, v in state.items()}
     diff = compare_state_dicts(full, segmentor.state_dict())
-    report = LoadReport(str(path), diff.matched, diff.missing, diff.unexpected, diff.mismatched)
+    about = export.get("pretrain") if isinstance(export.get("pretrain"), dict) else {}
+    note = (f"encoder only: pretrained by {about.get('method', '?')}, which trains the encoder; the decoder and the "
+            "head start from scratch") if about.get("part") == "encoder" else ""
+    report = LoadReport(str(path), diff.matched, diff.missing, diff.unexpected, diff.mismatched, note)
     matched = {k: full[k] for k in diff.matched}
     if not matched:
         raise CheckpointError(f"{path}: no tensor of this file matches the {segmentor.arch} backbone "

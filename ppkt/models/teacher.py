@@ -289,6 +289,31 @@ def _build_efficientnet(weights: str, stage: str) -> Teacher2D:
                      (0.5, 0.5, 0.5), (0.5, 0.5, 0.5), desc)
 
 
+class ImageClassifier(nn.Module):
+    """The whole EfficientNet-Lite0 ImageNet classifier, frozen: (B, 3, H, W) RGB in [0, 1] -> logits (B, 1000).
+
+    The image-level teacher of loss.name=global_kd. weights: "imagenet" (the package file), a file in the package's
+    or timm's key names, or "none".
+    """
+
+    def __init__(self, weights: str = "imagenet") -> None:
+        import timm
+
+        super().__init__()
+        self.net = timm.create_model(EFFNET_TIMM_NAME, pretrained=False)
+        if weights != "none":
+            path = None if weights == "imagenet" else Path(weights).expanduser()
+            self.net.load_state_dict(load_efficientnet_lite0_timm_state_dict(path))
+        self.num_classes = int(self.net.num_classes)
+        for p in self.parameters():
+            p.requires_grad_(False)
+        self.eval()
+
+    @torch.no_grad()
+    def forward(self, images: Tensor) -> Tensor:
+        return self.net((images.float() - 0.5) / 0.5)  # the (0.5, 0.5) normalisation of the TF weights
+
+
 # ----------------------------------------------------------------------------------------------------------------
 
 
@@ -318,6 +343,7 @@ __all__: list[str] = [
     "Teacher2D",
     "TeacherWeightsError",
     "build_teacher",
+    "ImageClassifier",
     "teacher_stages",
     "torchvision_imagenet_path",
     "efficientnet_lite0_weights_path",

@@ -16,15 +16,17 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset
 
 from ppkt.checkpoint import BACKBONE_FORMAT, PRETRAIN_FORMAT, load_checkpoint, load_state_strict, save_atomic
-from ppkt.config import PretrainConfig, config_to_dict, config_to_yaml, validate_pretrain
+from ppkt.config import ConfigError, PretrainConfig, config_to_dict, config_to_yaml, validate_pretrain
 from ppkt.data.pairs import FramePairs, collate_pairs
 from ppkt.data.teacher_cache import TeacherCache
 from ppkt.data.views import ViewPairs, collate_views
+from ppkt.models.baselines import CRD, ENCODER, FRAME_LEVEL, PPKD, GlobalKD, Gupta
 from ppkt.models.heads import UPL, Projection3D
 from ppkt.models.pointcontrast import PointContrast
 from ppkt.models.ppkt import PPKT
 from ppkt.models.sparse_unet import build_sparse_unet
-from ppkt.models.teacher import build_teacher
+from ppkt.models.seg_teacher import load_seg_teacher
+from ppkt.models.teacher import ImageClassifier, build_teacher
 from ppkt.progress import Progress
 from ppkt.train.distributed import Dist, mixed_precision, sync_batchnorm, training_process
 from ppkt.train.interrupt import StopRequest
@@ -35,17 +37,35 @@ from ppkt.train.schedule import exponential_factor, lambda_schedule
 
 def build_model(cfg: PretrainConfig) -> torch.nn.Module:
     """From a validated config: loss.name=ppnce: teacher (frozen) + student + g2D (UPL, or PL for loss.projection=pl)
-    + g3D (PPKT); loss.name=pointcontrast: student + g3D (PointContrast, no 2D network)."""
-    if cfg.loss.name == "pointcontrast":
-        student = build_sparse_unet(cfg.student.arch, in_channels=3, channels=cfg.student.channels)
-        return PointContrast(student, Projection3D(student.out_channels, cfg.loss.embed_dim), cfg.loss.n_sub,
-                             cfg.loss.temperature)
+    + g3D (PPKT); loss.name=pointcontrast: student + g3D (PointContrast, no 2D network); the baselines of
+    `ppkt.models.baselines`: their teacher (frozen) + student + their heads."""
+    name, l = cfg.loss.name, cfg.loss
+
+    def student() -> torch.nn.Module:
+        return build_sparse_unet(cfg.student.arch, in_channels=3, channels=cfg.student.channels)
+
+    if name == "pointcontrast":
+        s = student()
+        return PointContrast(s, Projection3D(s.out_channels, l.embed_dim), l.n_sub, l.temperature)
+    if name == "ppkd":
+        teacher = load_seg_teacher(cfg.teacher.weights)
+        if teacher.arch != cfg.teacher.arch.lower().replace("-", "_"):
+            raise ConfigError(f"teacher.arch: {cfg.teacher.weights} is a {teacher.arch} segmentation teacher, but "
+                              f"teacher.arch={cfg.teacher.arch}; set teacher.arch={teacher.arch}")
+        return PPKD(teacher, student(), teacher.num_classes, l.n_sub, l.kd_temperature)
+    if name == "global_kd":
+        teacher = ImageClassifier(cfg.teacher.weights)
+        return GlobalKD(teacher, student(), teacher.num_classes, l.kd_temperature)
     # built in this order, so that a seed gives the same initial weights as always
     teacher = build_teacher(cfg.teacher.arch, cfg.teacher.weights, cfg.teacher.stage)
-    student = build_sparse_unet(cfg.student.arch, in_channels=3, channels=cfg.student.channels)
-    g2d = UPL(teacher.out_channels, cfg.loss.embed_dim, upsample=cfg.loss.projection == "upl")
-    g3d = Projection3D(student.out_channels, cfg.loss.embed_dim)
-    return PPKT(teacher, student, g2d, g3d, cfg.loss.n_sub, cfg.loss.temperature, cfg.loss.gather_negatives)
+    if name == "gupta":
+        return Gupta(teacher, student())
+    if name == "crd":
+        return CRD(teacher, student(), l.embed_dim, l.bank_size, l.temperature)
+    s = student()
+    g2d = UPL(teacher.out_channels, l.embed_dim, upsample=l.projection == "upl")
+    g3d = Projection3D(s.out_channels, l.embed_dim)
+    return PPKT(teacher, s, g2d, g3d, l.n_sub, l.temperature, l.gather_negatives)
 
 
 def build_dataset(cfg: PretrainConfig, cache: Optional[TeacherCache]) -> Tuple[Dataset, Callable]:
@@ -65,18 +85,20 @@ def exponential_schedule(optimizer: torch.optim.Optimizer, gamma: float, step: i
     return lambda_schedule(optimizer, lambda i: exponential_factor(i, gamma, step))
 
 
-def backbone_export(cfg: PretrainConfig, model: PPKT, iteration: int) -> dict:
-    """The student backbone alone, ready for fine-tuning (no heads, no optimiser)."""
-    return {
-        "format": BACKBONE_FORMAT,
-        "arch": cfg.student.arch,
-        "in_channels": 3,
-        "channels": list(model.student.channels),
-        "state_dict": model.student.state_dict(),
-        "pretrain": {"iteration": iteration, **(
-            {"method": cfg.loss.name} if cfg.loss.name == "pointcontrast" else
-            {"teacher": cfg.teacher.arch, "teacher_weights": cfg.teacher.weights})},
-    }
+def backbone_export(cfg: PretrainConfig, model: torch.nn.Module, iteration: int) -> dict:
+    """The student backbone alone, ready for fine-tuning (no heads, no optimiser); for the frame-level baselines
+    its encoder only ("part": "encoder"), the part they train."""
+    name = cfg.loss.name
+    state = model.student.state_dict()
+    about = {"iteration": iteration}
+    if name != "ppnce":  # (PPKT's exports say nothing more, as before the baselines existed)
+        about.update(method=name, part="encoder" if name in FRAME_LEVEL else "whole")
+    if name in FRAME_LEVEL:
+        state = {k: v for k, v in state.items() if k.startswith(ENCODER)}
+    if name != "pointcontrast":
+        about.update(teacher=cfg.teacher.arch, teacher_weights=cfg.teacher.weights)
+    return {"format": BACKBONE_FORMAT, "arch": cfg.student.arch, "in_channels": 3,
+            "channels": list(model.student.channels), "state_dict": state, "pretrain": about}
 
 
 def pretrain(cfg: PretrainConfig, resume: bool = False, stop_after: Optional[int] = None, overwrite: bool = False) -> Path:
@@ -185,7 +207,9 @@ def _pretrain(cfg: PretrainConfig, d: Dist, device: torch.device, resume: bool, 
     if d.main:
         log.close()
         pixels = cfg.loss.n_sub * (d.world_size if cfg.loss.gather_negatives else 1)  # candidates of each point
-        plot_loss_curve(out / "metrics.jsonl", out / "loss_curve.png", chance=math.log(pixels))
+        contrastive = cfg.loss.name in ("ppnce", "pointcontrast")  # chance: log(candidates) of an uninformed model
+        plot_loss_curve(out / "metrics.jsonl", out / "loss_curve.png", title=f"pretraining ({cfg.loss.name})",
+                        chance=math.log(pixels) if contrastive else None, ylabel=f"{cfg.loss.name} loss")
         if skipped:
             print(f"replaced {skipped} unusable frame(s) by usable ones; see the warnings above", file=sys.stderr)
         print(f"checkpoint: {ckpt_path}\nbackbone for fine-tuning: {out / 'backbone.pth'}\nmetrics: {out / 'metrics.jsonl'}  curve: {out / 'loss_curve.png'}")

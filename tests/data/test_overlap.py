@@ -107,3 +107,42 @@ def test_folder_without_poses_is_an_error(tmp_path):
     with pytest.raises(FrameError, match="no pose files"):
         open_frame_folder(scan).depth_and_pose(0)
     assert Image.open(DATA / "frame-000000.depth.png").mode.startswith("I")
+
+
+def test_rendered_synthetic_frames_overlap_as_computed_here(tmp_path):
+    from ppkt.synthetic.dataset import write_dataset
+
+    world = write_dataset(tmp_path / "world", scenes=2, frames_per_scene=3, seed=6, workers=1, point_spacing=0.1,
+                          progress=False, compact=True)
+    assert main(["pairs", str(world / "frames"), "--out", str(tmp_path / "p.tsv"), "--min-overlap", "0"]) == 0
+    rows = read_pairs(tmp_path / "p.tsv")
+    # every pair of frames within each scan, and never a pair across the two scans
+    assert sorted((r.folder, r.frame_a, r.frame_b) for r in rows) == sorted(
+        (s, a, b) for s in ("scene_0000", "scene_0001") for a, b in (("0", "1"), ("0", "2"), ("1", "2")))
+
+    def world_points(scan: str, frame: str) -> np.ndarray:
+        """Back-projection written out: pixel (u, v) at depth z -> K^-1 (u z, v z, z), then the pose; 5 cm voxel means."""
+        root = world / "frames" / scan
+        z = np.asarray(Image.open(root / "depth" / f"{frame}.png"), dtype=np.float64) / 1000.0
+        K = np.loadtxt(root / "intrinsic" / "intrinsic_depth.txt")[:3, :3]
+        pose = np.loadtxt(root / "pose" / f"{frame}.txt")
+        v, u = np.nonzero(z > 0)
+        d = z[v, u]
+        cam = np.stack([(u - K[0, 2]) * d / K[0, 0], (v - K[1, 2]) * d / K[1, 1], d], 1)
+        pts = cam @ pose[:3, :3].T + pose[:3, 3]
+        _, inverse = np.unique(np.floor(pts / 0.05).astype(np.int64), axis=0, return_inverse=True)
+        inverse = inverse.reshape(-1)
+        sums = np.zeros((inverse.max() + 1, 3))
+        np.add.at(sums, inverse, pts)
+        return sums / np.bincount(inverse)[:, None]
+
+    def chunked_overlap(a: np.ndarray, b: np.ndarray, radius: float) -> float:
+        """brute_overlap, 256 points of a at a time."""
+        hits = sum(int((((a[i:i + 256, None] - b[None]) ** 2).sum(-1).min(1) <= radius ** 2).sum())
+                   for i in range(0, len(a), 256))
+        return hits / len(a)
+
+    for r in rows:
+        want = chunked_overlap(world_points(r.folder, r.frame_a)[::3], world_points(r.folder, r.frame_b), 0.075)
+        assert r.overlap == pytest.approx(want, abs=0.03), r
+    assert any(r.overlap > 0.1 for r in rows)  # the views of a room do overlap

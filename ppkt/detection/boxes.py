@@ -1,0 +1,89 @@
+"""3D boxes (cx, cy, cz, dx, dy, dz, heading): centre and full sizes in metres, heading in radians about +z (the box's
+x side turned by `heading` from the world x axis); their corners, bird's-eye polygons and 3D IoU, axis-aligned and
+oriented (the oriented boxes of SUN RGB-D; ScanNet's are axis-aligned: heading 0).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+
+def as_boxes(boxes) -> np.ndarray:
+    """(K, 7) float64 boxes; (K, 6) axis-aligned boxes get heading 0."""
+    b = np.asarray(boxes, dtype=np.float64)
+    if b.size == 0:
+        return np.zeros((0, 7))
+    b = b[None] if b.ndim == 1 else b
+    if b.ndim == 2 and b.shape[1] == 6:
+        b = np.concatenate([b, np.zeros((b.shape[0], 1))], axis=1)
+    if b.ndim != 2 or b.shape[1] != 7:
+        raise ValueError(f"boxes must be (K, 6) or (K, 7) [cx, cy, cz, dx, dy, dz(, heading)], got {b.shape}")
+    return b
+
+
+def bev_corners(box: np.ndarray) -> np.ndarray:
+    """(4, 2) bird's-eye corners of one box, counter-clockwise."""
+    cx, cy, _, dx, dy, _, h = box
+    local = np.array([[dx, dy], [-dx, dy], [-dx, -dy], [dx, -dy]]) / 2
+    c, s = np.cos(h), np.sin(h)
+    return local @ np.array([[c, s], [-s, c]]) + [cx, cy]
+
+
+def corners(box: np.ndarray) -> np.ndarray:
+    """(8, 3) corners: the 4 bird's-eye corners at the bottom, then at the top."""
+    xy = bev_corners(box)
+    z0, z1 = box[2] - box[5] / 2, box[2] + box[5] / 2
+    return np.concatenate([np.c_[xy, np.full(4, z0)], np.c_[xy, np.full(4, z1)]])
+
+
+def polygon_area(p: np.ndarray) -> float:
+    """Area of a simple polygon (n, 2) (shoelace; counter-clockwise positive)."""
+    if len(p) < 3:
+        return 0.0
+    x, y = p[:, 0], p[:, 1]
+    return 0.5 * float(np.dot(x, np.roll(y, -1)) - np.dot(y, np.roll(x, -1)))
+
+
+def clip_polygon(subject: np.ndarray, clip: np.ndarray) -> np.ndarray:
+    """The part of convex polygon `subject` inside convex polygon `clip` (both counter-clockwise; Sutherland-Hodgman)."""
+    out = subject
+    for i in range(len(clip)):
+        a, b = clip[i], clip[(i + 1) % len(clip)]
+        if len(out) == 0:
+            break
+        side = (b[0] - a[0]) * (out[:, 1] - a[1]) - (b[1] - a[1]) * (out[:, 0] - a[0])  # > 0: left of a->b (inside)
+        kept = []
+        for j in range(len(out)):
+            p, q, sp, sq = out[j], out[(j + 1) % len(out)], side[j], side[(j + 1) % len(out)]
+            if sp >= 0:
+                kept.append(p)
+            if (sp >= 0) != (sq >= 0):
+                kept.append(p + (q - p) * (sp / (sp - sq)))
+        out = np.array(kept).reshape(-1, 2)
+    return out
+
+
+def iou_3d(a, b, axis_aligned: bool = False) -> np.ndarray:
+    """(Ka, Kb) 3D IoU of two box sets. axis_aligned: headings ignored (the boxes' own axes taken as x and y)."""
+    a, b = as_boxes(a), as_boxes(b)
+    if axis_aligned:
+        a, b = a.copy(), b.copy()
+        a[:, 6] = b[:, 6] = 0.0
+    out = np.zeros((len(a), len(b)))
+    vol_a, vol_b = a[:, 3:6].prod(1), b[:, 3:6].prod(1)
+    for i, p in enumerate(a):
+        pa = bev_corners(p)
+        for j, q in enumerate(b):
+            dz = min(p[2] + p[5] / 2, q[2] + q[5] / 2) - max(p[2] - p[5] / 2, q[2] - q[5] / 2)
+            if dz <= 0 or np.hypot(*(p[:2] - q[:2])) > (np.hypot(p[3], p[4]) + np.hypot(q[3], q[4])) / 2:
+                continue
+            inter = polygon_area(clip_polygon(pa, bev_corners(q))) * dz
+            out[i, j] = inter / (vol_a[i] + vol_b[j] - inter)
+    return out
+
+
+def points_in_box(points: np.ndarray, box: np.ndarray) -> np.ndarray:
+    """(N,) bool: which points (N, 3) lie inside the oriented box (its own frame: |x| <= dx/2, ...)."""
+    d = np.asarray(points, dtype=np.float64) - box[:3]
+    c, s = np.cos(box[6]), np.sin(box[6])
+    local = np.stack([c * d[:, 0] + s * d[:, 1], -s * d[:, 0] + c * d[:, 1], d[:, 2]], 1)
+    return (np.abs(local) <= np.asarray(box[3:6]) / 2 + 1e-9).all(1)

@@ -1,0 +1,43 @@
+"""PointNet++'s point operations in plain PyTorch (CPU or GPU): farthest-point sampling, ball query and grouping,
+as VoteNet uses them (seeds from the backbone's voxels, proposals from the votes)."""
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+
+def farthest_point_sample(xyz: Tensor, k: int, start: int = 0) -> Tensor:
+    """(k,) int64 indices of `xyz` (N, 3): `start` first, then each next point the one farthest from those chosen
+    (Euclidean; ties: the lowest index). With k >= N, all N points in that order and then the first again."""
+    n = xyz.shape[0]
+    if n == 0:
+        raise ValueError("farthest_point_sample: no points")
+    chosen = torch.empty(k, dtype=torch.long, device=xyz.device)
+    dist = torch.full((n,), float("inf"), dtype=xyz.dtype, device=xyz.device)
+    last = start
+    for i in range(k):
+        chosen[i] = last
+        dist = torch.minimum(dist, ((xyz - xyz[last]) ** 2).sum(1))
+        last = int(torch.argmax(dist))
+    return chosen
+
+
+def ball_query(xyz: Tensor, centers: Tensor, radius: float, nsample: int) -> Tensor:
+    """(K, nsample) int64: for each centre (K, 3), the first `nsample` points of `xyz` (N, 3) (in index order) within
+    `radius`, the list padded with its first entry (PointNet++'s convention); a centre without any point gets 0s."""
+    d2 = torch.cdist(centers.double(), xyz.double()) ** 2  # (K, N)
+    inside = d2 <= radius * radius
+    # the index order of the points inside: rank them by (not inside, index) and keep the first nsample
+    n = xyz.shape[0]
+    key = torch.where(inside, torch.arange(n, device=xyz.device), torch.full_like(d2, n, dtype=torch.long))
+    first = torch.sort(key, dim=1).values[:, :nsample]
+    if first.shape[1] < nsample:  # fewer points than nsample in all: pad with the "none" marker
+        first = torch.cat([first, torch.full((first.shape[0], nsample - first.shape[1]), n, device=xyz.device)], 1)
+    pad = first[:, :1].expand_as(first)
+    out = torch.where(first == n, pad, first)
+    return torch.where(out == n, torch.zeros_like(out), out)
+
+
+def group(values: Tensor, index: Tensor) -> Tensor:
+    """values (N, C) gathered at index (K, S) -> (K, S, C)."""
+    return values[index]
