@@ -74,10 +74,10 @@ def add_commands(subparsers) -> None:
     p.add_argument("--split", default="val", help="split file under DIR/splits")
     p.add_argument("--scenes", type=int, default=3, help="the first N scenes of the split")
     p.add_argument("--pixels", type=int, default=100, help="labelled pixels sampled per frame")
-    p.add_argument("--teacher-arch", default="efficientnet_lite0")
-    p.add_argument("--teacher-weights", default="imagenet")
+    p.add_argument("--teacher-arch", default="efficientnet_lite0", help="the 2D network whose features are shown")
+    p.add_argument("--teacher-weights", default="imagenet", help="imagenet | none | a checkpoint path")
     p.add_argument("--teacher-stage", default=None, help="default: the deepest stage")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="seed of the pixel sampling and of t-SNE")
     p.set_defaults(func=_tsne)
     p = add_command(sub, "pca", "a frame's voxels coloured by a 3-component PCA of the student's point features, from "
                                 "random weights (before) and from a pretraining run's export (after): PLY + PNG")

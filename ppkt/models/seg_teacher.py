@@ -152,7 +152,7 @@ def load_seg_teacher(path: str | os.PathLike, map_location: str | torch.device =
     if not isinstance(num_classes, int) or num_classes < 1 or not isinstance(state.get("backbone"), Mapping):
         raise CheckpointError(f"{path}: bad 'num_classes' ({num_classes!r}) or missing 'backbone'")
     model = SegTeacher(arch, num_classes)
-    load_state_strict(model.backbone, state["backbone"], path, "backbone")
+    load_state_strict(model.backbone, state["backbone"], path, f"{arch} backbone (arch of the file)")
     load_state_strict(model.head, state["head"], path, "head")
     model.class_names = list(state.get("class_names") or model.class_names)
     model.ignore_index = int(state.get("ignore_index", 255))
