@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
 from ppkt.benchmark.results import Results
+from ppkt.train.run_dir import file_digest
 from ppkt.benchmark.transfer import (Plan, finetune_job, provenance, run_jobs, stage_pretrain, stage_world)
 
 WIDE = (16, 32, 64, 128, 128, 64, 48, 48)  # the student of configs/*_synthetic.yaml (the benchmark's is half as wide)
@@ -90,7 +91,8 @@ def stage_pairs(plan: AblationPlan, results: Results, world: Path) -> Path:
     from ppkt.data.overlap import mine_folder, write_pairs
 
     out = plan.out / "pairs.tsv"
-    settings = {"world": world.as_posix(), "min_overlap": plan.min_overlap, "voxel": 0.05, "radius": 0.075}
+    settings = {"world": file_digest(world / "dataset.json"), "min_overlap": plan.min_overlap, "voxel": 0.05,
+                "radius": 0.075}
 
     def work() -> dict:
         t, pairs = time.perf_counter(), []
@@ -111,7 +113,8 @@ def stage_teacher2d(plan: AblationPlan, results: Results, world: Path) -> Path:
     from ppkt.train.teacher2d import train_teacher2d
 
     out = plan.out / "teacher2d.pt"
-    settings = {"world": world.as_posix(), "arch": "resnet18", "iterations": plan.teacher2d_iterations, "seed": 0}
+    settings = {"world": file_digest(world / "dataset.json"), "arch": "resnet18", "iterations": plan.teacher2d_iterations,
+                "seed": 0}
 
     def work() -> dict:
         import torch
