@@ -17,7 +17,7 @@ from pathlib import Path
 
 from ppkt.benchmark.report import write_report
 from ppkt.benchmark.results import Results
-from ppkt.benchmark.transfer import FULL, NARROW, PROBE, Plan, limited_points, run, scene_fraction
+from ppkt.benchmark.transfer import FULL, NARROW, PROBE, TARGET_HALFWIDTH, Plan, limited_points, run, scene_fraction
 
 ROOT = Path(__file__).resolve().parents[1]
 HISTORY = ("Earlier runs are in `docs/transfer_history.md`: the first benchmark, and this one with a student twice as "
@@ -37,7 +37,7 @@ def main() -> None:
     p.add_argument("--seeds", type=int, default=6, help="paired seeds per cell at least")
     p.add_argument("--max-seeds", type=int, default=24,
                    help="more pairs for a cell while its interval is wider than --target-halfwidth (up to this many)")
-    p.add_argument("--target-halfwidth", type=float, default=2.0, help="mIoU points")
+    p.add_argument("--target-halfwidth", type=float, default=TARGET_HALFWIDTH, help="mIoU points")
     p.add_argument("--budget-minutes", type=float, default=90.0,
                    help="wall clock of all stages; a round of seeds starts only if it fits")
     p.add_argument("--channels", type=int, nargs=8, default=list(NARROW),

@@ -27,10 +27,10 @@ INITS = {"imagenet": "imagenet", "scratch": "none"}  # the two arms: backbone we
 
 
 @torch.no_grad()
-def scene_predictions(model: torch.nn.Module, scene: Path, frames: Path, num_classes: int,
+def scene_predictions(model: torch.nn.Module, points: np.ndarray, frames: Path, num_classes: int,
                       tolerance: float = 0.1) -> np.ndarray:
-    """(N,) int64 predicted class per point of `scene` (-1: no frame of `frames` sees it)."""
-    coord = torch.from_numpy(np.load(scene / "coord.npy").astype(np.float64))
+    """(N,) int64 predicted class per scene point (N, 3) metres (-1: no frame of `frames` sees it)."""
+    coord = torch.from_numpy(np.asarray(points, dtype=np.float64))
     folder = open_frame_folder(frames)
 
     def views():
@@ -51,8 +51,9 @@ def score_3d(model: torch.nn.Module, world: Path, split: str = "val") -> Dict:
     conf = torch.zeros(classes.num_classes, classes.num_classes, dtype=torch.long)
     seen = labelled = 0
     for scene in list_scenes(world, split):
-        labels = load_scene(scene, classes).segment
-        pred = scene_predictions(model, scene, world / "frames" / scene.name, classes.num_classes)
+        arrays = load_scene(scene, classes)
+        labels = arrays.segment
+        pred = scene_predictions(model, arrays.coord, world / "frames" / scene.name, classes.num_classes)
         keep = (labels >= 0) & (pred >= 0)
         conf += confusion_matrix(pred[keep], labels[keep], classes.num_classes, ignore_index=-1)
         seen, labelled = seen + int(keep.sum()), labelled + int((labels >= 0).sum())

@@ -5,7 +5,7 @@ from pathlib import Path
 from typing import List, Optional, Sequence
 
 from ppkt.benchmark.results import Results, wall_minutes
-from ppkt.benchmark.transfer import cell_summary
+from ppkt.benchmark.transfer import TARGET_HALFWIDTH, cell_summary
 
 PAPER = ("The paper (Figure 4, ScanNet): PPKT gains +2.23 mIoU at 15 % of the scenes and nothing at 100 %; "
          "the gain grows as labels shrink.")
@@ -165,9 +165,6 @@ def reading(results: Results) -> List[str]:
     return out
 
 
-TARGET_HALFWIDTH = 2.0  # mIoU points, issue 11: every cell of the default run
-
-
 def power(results: Results) -> str:
     """The interval half-width of every cell against the target, and the seeds it took."""
     rows = [cell_summary(results, key) for key in cells_in(results)]
@@ -176,8 +173,8 @@ def power(results: Results) -> str:
     return ("Power: 95 % half-widths " + ", ".join(f"{r['title']} ±{r['interval'].half_width:.2f} ({r['seeds']} seeds)"
                                                      for r in rows)
             + f"; the target ±{TARGET_HALFWIDTH:g} is met in {len(met)} of {len(rows)} cells. In `make "
-              "bench-transfer` seeds come in rounds: 6 pairs per cell, then one more pair per round for each cell still wider than the target, while the "
-              "next round fits in the 90-minute budget.")
+              "bench-transfer` seeds come in rounds: 6 pairs per cell, then one more pair per round for each cell "
+              "still wider than the target, while the next round fits in the 90-minute budget.")
 
 
 def write_report(results: Results, page: Path, title: str = "Transfer benchmark (synthetic world)",
