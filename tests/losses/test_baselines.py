@@ -65,7 +65,7 @@ def test_gupta_is_the_mean_squared_distance():
     m = GuptaMap(3, 2)
     g3d, g2d = torch.randn(4, 3), torch.randn(4, 2)
     mapped = m(g3d)
-    want = sum(float(((mapped[b] - g2d[b]) ** 2).sum().detach()) for b in range(4)) / 4
+    want = sum(float(((mapped[b] - g2d[b]) ** 2).sum().detach()) / 2 for b in range(4)) / 4  # / C2 = 2 channels
     assert gupta_loss(mapped, g2d).item() == pytest.approx(want, rel=1e-6)
 
 

@@ -48,7 +48,7 @@ def method_args(name: str, teacher_file: Path) -> list:
     return {"ppkd": ["loss.name=ppkd", "teacher.arch=resnet18", "teacher.stage=null",
                      f"teacher.weights={teacher_file}", "loss.kd_temperature=1.0"],
             "global_kd": ["loss.name=global_kd"],
-            "gupta": ["loss.name=gupta", "optim.lr=0.01"],
+            "gupta": ["loss.name=gupta"],
             "crd": ["loss.name=crd", "loss.temperature=0.07", "loss.bank_size=6"]}[name]
 
 
@@ -86,9 +86,9 @@ def test_each_model_computes_its_formula_and_trains_no_teacher(name, seg_teacher
             s, t = model.classifier.linear(pooled(model, batch)) / 4, model.teacher(batch.images) / 4
             assert t.shape == (2, 1000)
             want = 16 * (F.softmax(t, 1) * (F.log_softmax(t, 1) - F.log_softmax(s, 1))).sum(1).mean()
-        elif name == "gupta":  # mean over frames of the squared distance of the mapped 3D to the 2D pooled feature
+        elif name == "gupta":  # mean over frames of the squared distance of the mapped 3D to the 2D pooled feature / C2
             f2d = model.teacher(batch.images).mean(dim=(2, 3))
-            want = ((model.map(pooled(model, batch)) - f2d) ** 2).sum(1).mean()
+            want = ((model.map(pooled(model, batch)) - f2d) ** 2).sum(1).mean() / f2d.shape[1]
         else:  # InfoNCE of u_b against w_b, the other frame's w and (an empty bank at first) nothing else
             u = F.normalize(model.g3d(pooled(model, batch)), dim=1)
             w = F.normalize(model.g2d(model.teacher(batch.images).mean(dim=(2, 3))), dim=1)
