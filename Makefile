@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.ppkt-installed
 
-.PHONY: install demo test bench bench-transfer bench-ablations clean
+.PHONY: install demo test bench bench-transfer bench-ablations bench-detection clean
 
 install: $(STAMP)
 
@@ -31,3 +31,6 @@ bench-transfer: $(STAMP)
 
 bench-ablations: $(STAMP)
 	$(PY) benchmarks/ablations.py run --out runs/ablations
+
+bench-detection: $(STAMP)
+	$(PY) benchmarks/detection.py run --out runs/transfer

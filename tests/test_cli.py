@@ -67,9 +67,10 @@ def test_help_of_every_command_and_subcommand_answers_without_importing_torch():
     count, _, listed = done.stdout.splitlines()[0].partition(" ")
     for command in ("pretrain", "config", "frames", "synth", "teacher train", "teacher evaluate", "finetune",
                     "evaluate", "pointcept export", "pointcept import", "prepare scannet", "prepare scannet-scenes",
-                    "prepare s3dis", "cache-teacher", "pairs", "pilot", "figures tsne", "figures pca", "figures curves"):
+                    "prepare s3dis", "prepare sunrgbd", "cache-teacher", "pairs", "pilot", "figures tsne", "figures pca",
+                    "figures curves"):
         assert command in listed.split(" | ")
-    assert int(count) == 24  # ppkt, its 13 commands, 10 sub-commands
+    assert int(count) == 25  # ppkt, its 13 commands, 11 sub-commands
     assert done.stdout.splitlines()[1] == "torch imported: False"
 
 

@@ -26,7 +26,7 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from multiprocessing import get_context
 from pathlib import Path
-from typing import Dict, Optional, Sequence, Tuple
+from typing import Callable, Dict, Optional, Sequence, Tuple
 
 from ppkt.benchmark.results import Results
 
@@ -240,7 +240,8 @@ def finetune_job(plan: Plan, results: Results, world: Path, cell: Cell, seed: in
                                    "init": init, "seed": seed})]
 
 
-def more_seeds(plan: Plan, results: Results, counts: Dict[str, int], minutes_left: float) -> Dict[str, int]:
+def more_seeds(plan: Plan, results: Results, counts: Dict[str, int], minutes_left: float, stage: str = "finetune",
+               score: str = "miou") -> Dict[str, int]:
     """The seed count of each cell for the next round: `plan.seeds` at first; then one more for every cell whose
     interval (over the pairs of seeds < its count) is wider than plan.target_halfwidth, below plan.max_seeds --
     cells with the widest interval first, as long as the round's estimated wall-clock minutes (the mean minutes of
@@ -250,13 +251,13 @@ def more_seeds(plan: Plan, results: Results, counts: Dict[str, int], minutes_lef
         return want  # the first round
     widths = {}
     for c in plan.cells:
-        s = cell_summary(results, c.key, seeds=range(counts[c.key]))
+        s = cell_summary(results, c.key, seeds=range(counts[c.key]), stage=stage, score=score)
         width = math.inf if s is None else s["interval"].half_width
         if width > plan.target_halfwidth and counts[c.key] < plan.max_seeds:
             widths[c.key] = width
     round_minutes = 0.0
     for key in sorted(widths, key=widths.get, reverse=True):
-        runs = results.select(stage="finetune", cell=key)
+        runs = results.select(stage=stage, cell=key)
         minutes = 2 * sum(r["seconds"] for r in runs) / max(len(runs), 1) / 60 / plan.jobs
         if round_minutes + minutes > minutes_left:
             continue
@@ -265,34 +266,40 @@ def more_seeds(plan: Plan, results: Results, counts: Dict[str, int], minutes_lef
     return want
 
 
-def stage_finetune(plan: Plan, results: Results, world: Path, backbone: Path) -> None:
-    """Rounds of seeds (`more_seeds`) until no cell needs more or the budget is spent."""
+def stage_finetune(plan: Plan, results: Results, world: Path, backbone: Path, jobs_of: Callable = None,
+                   worker: Callable = None, stage: str = "finetune", score: str = "miou") -> None:
+    """Rounds of seeds (`more_seeds`) until no cell needs more or the budget is spent. jobs_of(plan, results, world,
+    backbone, cell, seed) lists a seed's runs not yet done (default `pair_jobs`), worker(config) runs one and returns
+    its scores (default `run_finetune`); their records have `stage` and the cell summaries compare `score`."""
     from ppkt.benchmark.results import wall_minutes
 
+    jobs_of, worker = jobs_of or pair_jobs, worker or run_finetune
     counts: Dict[str, int] = {}
     while True:
-        minutes_left = plan.budget_minutes - wall_minutes(list(results.records.values()))
-        want = more_seeds(plan, results, counts, minutes_left)
+        # the budget counts the world, the pretraining and this stage's runs (not the other task's in the same file)
+        spent = wall_minutes([r for r in results.records.values() if r.get("stage") in ("world", "pretrain", stage)])
+        want = more_seeds(plan, results, counts, plan.budget_minutes - spent, stage, score)
         if want == counts:
             return
         todo = [job for c in plan.cells for seed in range(counts.get(c.key, 0), want[c.key])
-                for job in pair_jobs(plan, results, world, backbone, c, seed)]
+                for job in jobs_of(plan, results, world, backbone, c, seed)]
         counts = want
         if todo:
-            print(f"fine-tuning: {len(todo)} runs to do, {plan.jobs} at a time (seeds per cell: "
+            print(f"{stage}: {len(todo)} runs to do, {plan.jobs} at a time (seeds per cell: "
                   + ", ".join(f"{k} {n}" for k, n in counts.items()) + ")", flush=True)
-            run_jobs(plan, results, todo)
+            run_jobs(plan, results, todo, worker, score)
 
 
-def run_jobs(plan: Plan, results: Results, todo: list) -> None:
-    """Fine-tune `todo` ((name, settings, config, labels) each) in plan.jobs spawned processes; record each."""
+def run_jobs(plan: Plan, results: Results, todo: list, worker: Callable = None, score: str = "miou") -> None:
+    """Run `todo` ((name, settings, config, labels) each) with worker(config) (default `run_finetune`) in plan.jobs
+    spawned processes; record each."""
     with ProcessPoolExecutor(plan.jobs, mp_context=get_context("spawn")) as pool:
-        futures = {pool.submit(run_finetune, cfg): (name, settings, labels) for name, settings, cfg, labels in todo}
+        futures = {pool.submit(worker or run_finetune, cfg): (name, settings, labels) for name, settings, cfg, labels in todo}
         for done, future in enumerate(as_completed(futures), 1):
             name, settings, labels = futures[future]
             scores = future.result()
             results.run(name, settings, lambda: scores, **labels)
-            print(f"[{done}/{len(todo)}] {name}: val mIoU {100 * scores['miou']:.1f} ({scores['seconds']:.0f} s)",
+            print(f"[{done}/{len(todo)}] {name}: val {score} {100 * scores[score]:.1f} ({scores['seconds']:.0f} s)",
                   flush=True)
 
 
@@ -306,23 +313,23 @@ def run(plan: Plan) -> Results:
     return results
 
 
-def cell_summary(results: Results, cell_key: str, confidence: float = 0.95,
-                 seeds: Optional[Sequence[int]] = None, a: str = "ppkt", b: str = "scratch") -> Optional[Dict]:
-    """Both arms' mean mIoU (points; keys "ppkt" for a, "scratch" for b), the paired difference a - b (two inits of
-    the same seeds) with its interval and verdict, and the convergence check of b ("scratch_change"), from one
-    cell's records (of `seeds` only, when given); None when no complete pair exists."""
+def cell_summary(results: Results, cell_key: str, confidence: float = 0.95, seeds: Optional[Sequence[int]] = None,
+                 a: str = "ppkt", b: str = "scratch", stage: str = "finetune", score: str = "miou") -> Optional[Dict]:
+    """Both arms' mean `score` (points; keys "ppkt" for a, "scratch" for b), the paired difference a - b (two inits
+    of the same seeds) with its interval and verdict, and the convergence check of b ("scratch_change"), from one
+    cell's records of `stage` (of `seeds` only, when given); None when no complete pair exists."""
     from statistics import mean
 
     from ppkt.benchmark.stats import paired_interval, verdict
 
-    runs = [r for r in results.select(stage="finetune", cell=cell_key) if r["init"] in (a, b)]
+    runs = [r for r in results.select(stage=stage, cell=cell_key) if r["init"] in (a, b)]
     by = {(r["init"], r["seed"]): r for r in runs}
     wanted = None if seeds is None else set(seeds)
     seeds = sorted(s for (init, s) in by if init == b and (a, s) in by and (wanted is None or s in wanted))
     if not seeds:
         return None
-    base = [100 * by[b, s]["miou"] for s in seeds]
-    other = [100 * by[a, s]["miou"] for s in seeds]
+    base = [100 * by[b, s][score] for s in seeds]
+    other = [100 * by[a, s][score] for s in seeds]
     interval = paired_interval(other, base, confidence)
     changes = [_last_change(by[b, s]["curve"]) for s in seeds]
     changes = [c for c in changes if c is not None]

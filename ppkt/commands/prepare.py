@@ -1,4 +1,4 @@
-"""`ppkt prepare scannet | scannet-scenes | s3dis`: raw datasets -> what `ppkt pretrain` and `ppkt finetune` read."""
+"""`ppkt prepare scannet | scannet-scenes | s3dis | sunrgbd`: raw datasets -> what `ppkt pretrain` and `ppkt finetune` read."""
 from __future__ import annotations
 
 import argparse
@@ -84,8 +84,19 @@ def _s3dis(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+def _sunrgbd(args: argparse.Namespace) -> int:
+    from ppkt.prepare.sunrgbd import convert_sample, find_samples, write_splits
+
+    out = Path(args.out)
+    samples, splits = find_samples(args.trainval, limit=args.limit)
+    done, failed = _convert_all(convert_sample, samples, out, args.workers, "samples")
+    for name, count in write_splits(out, splits, [Path(d).stem for d in done]).items():
+        print(f"split {name}: {count} scenes in {out / 'splits' / (name + '.txt')}")
+    return 1 if failed else 0
+
+
 def add_commands(subparsers) -> None:
-    p = add_command(subparsers, "prepare", "convert ScanNet / S3DIS downloads (resumable, parallel)")
+    p = add_command(subparsers, "prepare", "convert ScanNet / S3DIS / SUN RGB-D downloads (resumable, parallel)")
     sub = add_subcommands(p, "dataset")
 
     q = add_command(sub, "scannet", ".sens files -> exported RGB-D frames for `ppkt pretrain`")
@@ -108,3 +119,11 @@ def add_commands(subparsers) -> None:
     q.add_argument("--out", required=True, metavar="DIR", help="output dataset folder (Area_N/<room>/)")
     q.add_argument("--workers", type=int, metavar="N", default=1, help="rooms converted in parallel")
     q.set_defaults(func=_s3dis)
+
+    q = add_command(sub, "sunrgbd", "VoteNet's sunrgbd_trainval/ -> scene folders with oriented boxes (10 classes)")
+    q.add_argument("trainval", metavar="SUNRGBD_TRAINVAL",
+                   help="VoteNet's extracted folder (depth/, label/, calib/, train_data_idx.txt, val_data_idx.txt)")
+    q.add_argument("--out", required=True, metavar="DIR", help="output dataset folder (scenes/<id>/, splits/)")
+    q.add_argument("--workers", type=int, metavar="N", default=1, help="samples converted in parallel")
+    q.add_argument("--limit", type=int, metavar="N", default=None, help="convert only the first N ids of each split")
+    q.set_defaults(func=_sunrgbd)

@@ -70,15 +70,32 @@ def iou_3d(a, b, axis_aligned: bool = False) -> np.ndarray:
         a[:, 6] = b[:, 6] = 0.0
     out = np.zeros((len(a), len(b)))
     vol_a, vol_b = a[:, 3:6].prod(1), b[:, 3:6].prod(1)
-    for i, p in enumerate(a):
-        pa = bev_corners(p)
-        for j, q in enumerate(b):
-            dz = min(p[2] + p[5] / 2, q[2] + q[5] / 2) - max(p[2] - p[5] / 2, q[2] - q[5] / 2)
-            if dz <= 0 or np.hypot(*(p[:2] - q[:2])) > (np.hypot(p[3], p[4]) + np.hypot(q[3], q[4])) / 2:
-                continue
-            inter = polygon_area(clip_polygon(pa, bev_corners(q))) * dz
-            out[i, j] = inter / (vol_a[i] + vol_b[j] - inter)
+    # only pairs whose z ranges overlap and whose bird's-eye circumcircles meet can intersect
+    dz = (np.minimum(a[:, None, 2] + a[:, None, 5] / 2, b[None, :, 2] + b[None, :, 5] / 2)
+          - np.maximum(a[:, None, 2] - a[:, None, 5] / 2, b[None, :, 2] - b[None, :, 5] / 2))
+    reach = (np.hypot(a[:, 3], a[:, 4])[:, None] + np.hypot(b[:, 3], b[:, 4])[None, :]) / 2
+    close = (dz > 0) & (np.hypot(a[:, None, 0] - b[None, :, 0], a[:, None, 1] - b[None, :, 1]) <= reach)
+    corners_a = {}
+    for i, j in zip(*np.nonzero(close)):
+        if i not in corners_a:
+            corners_a[i] = bev_corners(a[i])
+        inter = polygon_area(clip_polygon(corners_a[i], bev_corners(b[j]))) * dz[i, j]
+        out[i, j] = inter / (vol_a[i] + vol_b[j] - inter)
     return out
+
+
+def nms_3d(boxes: np.ndarray, scores: np.ndarray, threshold: float = 0.25, axis_aligned: bool = False) -> np.ndarray:
+    """Greedy non-maximum suppression: indices of the kept boxes (K, 7), highest score first; a box is dropped when
+    its 3D IoU with a kept box of higher score exceeds `threshold`."""
+    order = list(np.argsort(-np.asarray(scores), kind="stable"))
+    keep = []
+    while order:
+        top, order = order[0], order[1:]
+        keep.append(top)
+        if order:
+            iou = iou_3d(boxes[top][None], boxes[order], axis_aligned)[0]
+            order = [k for k, v in zip(order, iou) if v <= threshold]
+    return np.asarray(keep, dtype=np.int64)
 
 
 def points_in_box(points: np.ndarray, box: np.ndarray) -> np.ndarray:

@@ -7,19 +7,24 @@ from torch import Tensor
 
 
 def farthest_point_sample(xyz: Tensor, k: int, start: int = 0) -> Tensor:
-    """(k,) int64 indices of `xyz` (N, 3): `start` first, then each next point the one farthest from those chosen
-    (Euclidean; ties: the lowest index). With k >= N, all N points in that order and then the first again."""
-    n = xyz.shape[0]
+    """(k,) int64 indices of `xyz` (N, 3), or (B, k) of a batch (B, N, 3) in one pass: `start` first, then each next
+    point the one farthest from those chosen (Euclidean; ties: the lowest index). With k >= N, all N points in that
+    order and then the first again. A batch of clouds of different sizes: pad each with copies of its point
+    `start`, which are never chosen before all its points are."""
+    single = xyz.dim() == 2
+    x = xyz[None] if single else xyz
+    b, n, _ = x.shape
     if n == 0:
         raise ValueError("farthest_point_sample: no points")
-    chosen = torch.empty(k, dtype=torch.long, device=xyz.device)
-    dist = torch.full((n,), float("inf"), dtype=xyz.dtype, device=xyz.device)
-    last = start
+    rows = torch.arange(b, device=x.device)
+    chosen = torch.empty(b, k, dtype=torch.long, device=x.device)
+    dist = torch.full((b, n), float("inf"), dtype=x.dtype, device=x.device)
+    last = torch.full((b,), start, dtype=torch.long, device=x.device)
     for i in range(k):
-        chosen[i] = last
-        dist = torch.minimum(dist, ((xyz - xyz[last]) ** 2).sum(1))
-        last = int(torch.argmax(dist))
-    return chosen
+        chosen[:, i] = last
+        dist = torch.minimum(dist, ((x - x[rows, last][:, None]) ** 2).sum(2))
+        last = torch.argmax(dist, dim=1)
+    return chosen[0] if single else chosen
 
 
 def ball_query(xyz: Tensor, centers: Tensor, radius: float, nsample: int) -> Tensor:

@@ -56,3 +56,11 @@ def test_boxes_keep_their_points_under_augmentation():
         assert np.array_equal(np.stack([points_in_box(p, bb) for bb in b]), inside)
     moved, _ = rotate_z(points, boxes, np.pi / 2)
     assert np.allclose(moved[:, :2], np.stack([-points[:, 1], points[:, 0]], 1))  # (x, y) -> (-y, x)
+
+
+def test_batched_fps_equals_one_cloud_at_a_time_with_padding():
+    rng = np.random.default_rng(3)
+    a, b = rng.uniform(0, 2, (200, 3)), rng.uniform(0, 2, (150, 3))
+    padded = np.concatenate([b, np.repeat(b[:1], 50, 0)])  # b padded with copies of its first point
+    got = farthest_point_sample(torch.from_numpy(np.stack([a, padded])), 30)
+    assert got[0].tolist() == fps_reference(a, 30) and got[1].tolist() == fps_reference(b, 30)

@@ -1,0 +1,198 @@
+"""`ppkt finetune --task detection`: VoteNet on the SR-UNet, from scratch or from a PPKT backbone (paper 4.3).
+
+The classes' mean box sizes (VoteNet's size clusters) come from the training scenes' boxes and are saved in the
+model. data.label_fraction keeps a seeded share of the training scenes. Every random choice derives from
+(train.seed, iteration), so a run resumed from checkpoints/last.pt ends with the same weights. Outputs in
+train.out_dir: config.yaml, train_scenes.txt, metrics.jsonl, loss_curve.png, checkpoints/last.pt and best.pt (format
+"ppkt-detection"; best = highest val mAP@0.25 so far) and eval/ (ppkt.detection.evaluate: metrics.json,
+predictions/, ply/).
+"""
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+from typing import Dict, Optional
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+
+from ppkt.atomic import atomic_path
+from ppkt.checkpoint import CheckpointError, load_checkpoint, load_state_strict, save_atomic
+from ppkt.config import ConfigError, config_to_dict, config_to_yaml
+from ppkt.data.scenes import list_scenes, select_scenes
+from ppkt.detection.coder import mean_sizes
+from ppkt.detection.dataset import DetScenes, collate_detection
+from ppkt.detection.evaluate import format_ap_table, predict_dataset, save_predictions, score
+from ppkt.detection.loss import votenet_loss
+from ppkt.detection.votenet import VoteNet
+from ppkt.models.segmentor import load_backbone
+from ppkt.progress import Progress
+from ppkt.train.detect_config import DetectionConfig, validate_detection
+from ppkt.train.distributed import training_process
+from ppkt.train.interrupt import StopRequest
+from ppkt.train.logging import IterationTimer, MetricsLog, plot_loss_curve
+from ppkt.train.run_dir import FINETUNE_SAFE_KEYS, check_resume, start_run
+from ppkt.train.sampler import IterationBatchSampler, one_thread_worker
+from ppkt.train.schedule import lambda_schedule, warmup_decay_factor
+
+DETECTION_FORMAT = "ppkt-detection"
+
+
+def build_detector(cfg: DetectionConfig, num_classes: int, mean_size) -> VoteNet:
+    m = cfg.model
+    return VoteNet(m.arch, num_classes, torch.as_tensor(mean_size), m.channels, 3, m.num_heading_bins, m.num_seeds,
+                   m.num_proposals, m.radius, m.nsample)
+
+
+def class_palette(num_classes: int) -> np.ndarray:
+    from ppkt.train.evaluate import class_colors
+
+    return class_colors(num_classes)
+
+
+def finetune_detection(cfg: DetectionConfig, resume: bool = False, stop_after: Optional[int] = None,
+                       overwrite: bool = False) -> Path:
+    """Run (or resume) detection fine-tuning; returns the output folder. `stop_after` ends early (for tests)."""
+    validate_detection(cfg)
+    out = Path(cfg.train.out_dir)
+    start_run(out, out / "checkpoints" / "last.pt", resume, overwrite, "finetune --task detection")
+    with StopRequest() as stop_request, training_process(cfg.train.device, cfg.train.threads) as (d, device):
+        if d.world_size > 1:
+            raise ConfigError("detection fine-tuning runs in one process for now (DistributedDataParallel is "
+                              "segmentation only); start it without torchrun")
+        return _train(cfg, device, resume, stop_after, stop_request)
+
+
+def _train(cfg: DetectionConfig, device: torch.device, resume: bool, stop_after: Optional[int], stop_request) -> Path:
+    out = Path(cfg.train.out_dir)
+    ckpt_path, best_path = out / "checkpoints" / "last.pt", out / "checkpoints" / "best.pt"
+    state = load_checkpoint(ckpt_path, DETECTION_FORMAT) if resume else None
+    if state is not None:
+        check_resume(state["config"], cfg, FINETUNE_SAFE_KEYS, ckpt_path)
+    all_train = list_scenes(cfg.data.root, cfg.data.train_split)
+    train_scenes = all_train if cfg.data.label_fraction >= 1 else select_scenes(all_train, cfg.data.label_fraction, cfg.train.seed)
+    names = [p.name for p in train_scenes]
+    train_set = DetScenes(train_scenes, cfg.data.classes, cfg.data.voxel_size, train=True, augment=cfg.data.augment,
+                          max_voxels=cfg.data.max_voxels, seed=cfg.train.seed)
+    classes = train_set.classes
+    val_set = (DetScenes(list_scenes(cfg.data.root, cfg.data.val_split), classes, cfg.data.voxel_size, train=False)
+               if cfg.data.val_split else None)
+    if state is not None and state["train_scenes"] != names:
+        raise CheckpointError(f"{ckpt_path}: trained on other scenes than data.root / label_fraction / seed select now")
+    size = mean_sizes(train_set.truth, classes.num_classes)
+
+    torch.manual_seed(cfg.train.seed)
+    model = build_detector(cfg, classes.num_classes, size).to(device)
+    o = cfg.optim
+    params = list(model.parameters())
+    opt = (torch.optim.SGD(params, lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay) if o.name == "sgd"
+           else torch.optim.AdamW(params, lr=o.lr, weight_decay=o.weight_decay))
+    sched = lambda_schedule(opt, lambda i: warmup_decay_factor(i, cfg.train.iterations, o.warmup, o.schedule, o.power))
+    start, best = 0, {"iteration": 0, "map25": -1.0}
+    if state is not None:
+        load_state_strict(model, state["model"], ckpt_path, "model")
+        opt.load_state_dict(state["optimizer"])
+        sched.load_state_dict(state["scheduler"])
+        start, best = int(state["iteration"]), dict(state["best"])
+        print(f"resuming {ckpt_path} at iteration {start}")
+    elif cfg.model.pretrained:
+        print(load_backbone(model, cfg.model.pretrained).summary())
+    else:
+        print("training from scratch (no model.pretrained / --pretrained given)")
+    out.mkdir(parents=True, exist_ok=True)
+    if state is None:
+        (out / "config.yaml").write_text(config_to_yaml(cfg))
+        with atomic_path(out / "train_scenes.txt") as tmp:
+            tmp.write_text("".join(n + "\n" for n in names))
+    boxes = sum(len(t) for t in train_set.truth)
+    print(f"detection: training on {len(names)} of {len(all_train)} scenes ({boxes} boxes), validating on "
+          f"{len(val_set) if val_set else 0}; {classes.num_classes} classes ({classes.name})")
+
+    def checkpoint(done: int) -> dict:
+        return {"format": DETECTION_FORMAT, "version": 1, "iteration": done, "config": config_to_dict(cfg),
+                "classes": {"name": classes.name, "names": list(classes.names), "stored": list(classes.stored)},
+                "train_scenes": names, "model": model.state_dict(), "optimizer": opt.state_dict(),
+                "scheduler": sched.state_dict(), "best": best}
+
+    def evaluate(done: int, out_dir: Optional[Path]) -> Dict:
+        e = cfg.eval
+        preds = predict_dataset(model, val_set, device, e.min_score, e.nms_iou, e.axis_aligned, progress=out_dir is not None)
+        truths = dict(zip((p.name for p in val_set.scenes), val_set.truth))
+        if out_dir is not None:
+            save_predictions(out_dir / "predictions", preds)
+        s = score(preds, truths, classes.names, out_dir, cfg.data.val_split, e.axis_aligned,
+                  class_palette(classes.num_classes) if (out_dir is not None and e.ply) else None)
+        log.log(done, {"val_map25": s["mAP@0.25"], "val_map50": s["mAP@0.5"]})
+        if s["mAP@0.25"] > best["map25"]:
+            best.update(iteration=done, map25=s["mAP@0.25"])
+            save_atomic({**checkpoint(done), "val": {k: s[k] for k in ("mAP@0.25", "mAP@0.5")}}, best_path)
+        return s
+
+    stop = cfg.train.iterations if stop_after is None else min(cfg.train.iterations, stop_after)
+    sampler = IterationBatchSampler(len(train_set), cfg.train.batch_size, cfg.train.seed, start, stop)
+    loader = DataLoader(train_set, batch_sampler=sampler, collate_fn=collate_detection, num_workers=cfg.train.workers,
+                        worker_init_fn=one_thread_worker)
+    log = MetricsLog(out, start)
+    if start:
+        stop_request.already_saved = f"the checkpoint of iteration {start} ({ckpt_path})"
+    timer, t_last = IterationTimer(), time.perf_counter()
+    model.train()
+    with Progress(cfg.train.iterations, "detection", initial=start) as progress:
+        for it, batch in zip(range(start, stop), loader):
+            timer.batch_ready()
+            batch = batch.to(device)
+            terms = votenet_loss(model(batch.feats, batch.coords, batch.xyz, batch.offsets), batch.boxes,
+                                 model.mean_size, model.num_heading_bins)
+            loss = terms["loss"]
+            if not math.isfinite(loss.item()):
+                raise FloatingPointError(f"iteration {it}: loss is {loss.item()}; lower optim.lr")
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            lr = opt.param_groups[0]["lr"]
+            sched.step()
+            timer.step_done()
+            progress.update(1)
+            done = it + 1
+            if done % cfg.train.log_every == 0 or done == stop or it == start:
+                now = time.perf_counter()
+                log.log(done, {**{k: float(v.detach()) for k, v in terms.items()}, "lr": lr, "s_per_it": (now - t_last), **timer.report()})
+                t_last = now
+                progress.report(done, loss=loss.item(), lr=lr)
+            if val_set is not None and cfg.train.eval_every and done % cfg.train.eval_every == 0 and done < cfg.train.iterations:
+                s = evaluate(done, None)
+                progress.write(f"iteration {done}: {cfg.data.val_split} mAP@0.25 {100 * s['mAP@0.25']:.2f}  "
+                               f"mAP@0.5 {100 * s['mAP@0.5']:.2f}")
+            saved_now = done % cfg.train.checkpoint_every == 0 or done == stop
+            if saved_now:
+                save_atomic(checkpoint(done), ckpt_path)
+            stop_request.after_iteration(done, stop, cfg.train.iterations, saved_now, lambda i: save_atomic(checkpoint(i), ckpt_path),
+                                         ckpt_path, f"ppkt finetune --task detection --config {out / 'config.yaml'} --resume",
+                                         device, log.close)
+            timer.iteration_done()
+    if stop == cfg.train.iterations and val_set is not None:
+        s = evaluate(stop, out / "eval")
+        save_atomic(checkpoint(stop), ckpt_path)
+        print(format_ap_table(s))
+    log.close()
+    plot_loss_curve(out / "metrics.jsonl", out / "loss_curve.png", title="fine-tuning (3D detection, VoteNet)",
+                    ylabel="VoteNet loss", smooth=True)
+    print(f"checkpoint: {ckpt_path}\nmetrics: {out / 'metrics.jsonl'}" + (f"\nevaluation: {out / 'eval'}" if (out / "eval").is_dir() else ""))
+    return out
+
+
+def load_detector(path: str | Path, device="cpu"):
+    """(VoteNet in eval mode, DetectionClasses, DetectionConfig, state) from a ppkt-detection checkpoint."""
+    from omegaconf import OmegaConf
+
+    from ppkt.detection.classes import DetectionClasses
+
+    state = load_checkpoint(path, DETECTION_FORMAT)
+    cfg = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(DetectionConfig), state["config"]))
+    c = state["classes"]
+    classes = DetectionClasses(c["name"], tuple(c["names"]), tuple(c["stored"]))
+    model = build_detector(cfg, classes.num_classes, state["model"]["mean_size"])
+    load_state_strict(model, state["model"], path, "model")
+    return model.to(device).eval(), classes, cfg, state

@@ -1,0 +1,74 @@
+"""Typed configuration of a detection fine-tuning run (`ppkt finetune --task detection`); the optimiser and run
+sections are those of segmentation fine-tuning (ppkt.train.finetune_config)."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import List, Optional
+
+from ppkt.config import Checks, check_student, check_train
+from ppkt.train.finetune_config import FinetuneOptimConfig, FinetuneTrainConfig
+
+
+@dataclass
+class DetectionDataConfig:
+    root: str = ""  # dataset folder: scene folders with coord, color and boxes.npy, and splits/
+    classes: str = "scannet18"  # scannet18 | sunrgbd10 | synthetic | a detection_classes.json (or its folder)
+    train_split: str = "train"
+    val_split: str = "val"  # "" = no validation and no final evaluation
+    voxel_size: float = 0.05  # metres
+    max_voxels: Optional[int] = None  # training crop per scene (voxels; boxes less than half inside are dropped)
+    label_fraction: float = 1.0  # share of the training scenes used (seeded by train.seed), in (0, 1]
+    augment: bool = True  # flips, rotation about z, scaling of points and boxes together
+
+
+@dataclass
+class DetectionModelConfig:
+    arch: str = "SR-UNet34"
+    channels: Optional[List[int]] = None
+    pretrained: Optional[str] = None  # ppkt-backbone export (also --pretrained); None = scratch
+    num_heading_bins: int = 12  # 1 for axis-aligned boxes (ScanNet)
+    num_seeds: int = 1024
+    num_proposals: int = 256
+    radius: float = 0.3  # metres, vote aggregation
+    nsample: int = 16  # votes per proposal
+
+
+@dataclass
+class DetectionEvalConfig:
+    min_score: float = 0.05  # boxes scoring below are dropped before NMS
+    nms_iou: float = 0.25  # per-class 3D NMS
+    axis_aligned: bool = False  # IoU ignoring headings (ScanNet's boxes)
+    ply: bool = True  # the final evaluation writes predicted and true boxes as PLY meshes
+
+
+@dataclass
+class DetectionConfig:
+    data: DetectionDataConfig = field(default_factory=DetectionDataConfig)
+    model: DetectionModelConfig = field(default_factory=DetectionModelConfig)
+    optim: FinetuneOptimConfig = field(default_factory=lambda: FinetuneOptimConfig(name="adamw", lr=0.001, weight_decay=0.0))
+    train: FinetuneTrainConfig = field(default_factory=lambda: FinetuneTrainConfig(out_dir="runs/detection"))
+    eval: DetectionEvalConfig = field(default_factory=DetectionEvalConfig)
+
+
+def validate_detection(cfg: DetectionConfig) -> DetectionConfig:
+    """Every check that needs no data; ConfigError lists all problems as `key: problem`."""
+    c, d, m, o = Checks(), cfg.data, cfg.model, cfg.optim
+    c.need(d.root.strip() != "", "data.root", "is empty; set it to the dataset folder")
+    c.positive(d.voxel_size, "data.voxel_size")
+    c.need(d.max_voxels is None or d.max_voxels >= 1, "data.max_voxels", f"must be null or >= 1, got {d.max_voxels}")
+    c.need(0 < d.label_fraction <= 1, "data.label_fraction", f"must be in (0, 1], got {d.label_fraction}")
+    check_student(m.arch, m.channels, c, "model")
+    for key in ("num_heading_bins", "num_seeds", "num_proposals", "nsample"):
+        c.at_least(getattr(m, key), 1, f"model.{key}")
+    c.need(m.num_proposals <= m.num_seeds, "model.num_proposals", f"must be <= model.num_seeds ({m.num_seeds})")
+    c.positive(m.radius, "model.radius")
+    c.need(0 <= cfg.eval.min_score < 1, "eval.min_score", f"must be in [0, 1), got {cfg.eval.min_score}")
+    c.need(0 < cfg.eval.nms_iou <= 1, "eval.nms_iou", f"must be in (0, 1], got {cfg.eval.nms_iou}")
+    c.choice(o.name, ("sgd", "adamw"), "optim.name")
+    c.positive(o.lr, "optim.lr")
+    c.choice(o.schedule, ("poly", "cosine"), "optim.schedule")
+    c.at_least(o.warmup, 0, "optim.warmup")
+    check_train(cfg.train, c)
+    c.at_least(cfg.train.eval_every, 0, "train.eval_every")
+    c.done()
+    return cfg

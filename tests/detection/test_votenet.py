@@ -1,0 +1,209 @@
+"""VoteNet on the SR-UNet, built from configs/detection_synthetic.yaml and run on tiny hand-made scenes whose boxes
+are known: the loss falls, evaluation writes its table and files, exact resume, prediction files of another system."""
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from ppkt.cli import main as ppkt
+from ppkt.config import ConfigError, load_config
+from ppkt.detection.boxes import nms_3d, points_in_box
+from ppkt.detection.classes import get_detection_classes
+from ppkt.detection.coder import angle_to_bin, bin_to_angle, mean_sizes
+from ppkt.detection.dataset import DetScenes, collate_detection
+from ppkt.detection.evaluate import BOX_FACES, write_box_ply
+from ppkt.detection.loss import inside_boxes, votenet_loss
+from ppkt.train.detect import build_detector, finetune_detection, load_detector
+from ppkt.train.detect_config import DetectionConfig, validate_detection
+from ppkt.train.logging import read_metrics
+
+ROOT = Path(__file__).resolve().parents[2]
+CHANNELS = [8, 16, 16, 16, 16, 16, 16, 16]
+
+pytestmark = pytest.mark.usefixtures("keep_torch_threads")
+
+
+def cube_surface(lo, size, step=0.02):
+    """Points on the 5 visible faces (no bottom) of an axis-aligned cuboid with corner `lo` and full `size`."""
+    (x0, y0, z0), (dx, dy, dz) = lo, size
+    u = np.arange(0, 1.0001, step / max(size))
+    a, b = (m.ravel() for m in np.meshgrid(u, u))
+    faces = [np.stack([a * dx, b * dy, np.full_like(a, dz)], 1), np.stack([a * dx, np.zeros_like(a), b * dz], 1),
+             np.stack([a * dx, np.full_like(a, dy), b * dz], 1), np.stack([np.zeros_like(a), a * dy, b * dz], 1),
+             np.stack([np.full_like(a, dx), a * dy, b * dz], 1)]
+    return np.concatenate(faces) + [x0, y0, z0]
+
+
+def tiny_det_scene(folder: Path, seed: int) -> np.ndarray:
+    """A 2 m floor with a 0.4 m cube (stored class 0) and a 0.3 x 0.6 x 0.5 m cuboid (class 1); returns its boxes."""
+    rng = np.random.default_rng(seed)
+    g = np.arange(0, 2.0, 0.02)
+    fx, fy = np.meshgrid(g, g)
+    parts, boxes = [np.stack([fx.ravel(), fy.ravel(), np.zeros(fx.size)], 1)], []
+    colours = [np.tile([120, 120, 110], (fx.size, 1))]
+    for cls, size, rgb, (xlo, xhi) in ((0, (0.4, 0.4, 0.4), (200, 40, 40), (0.1, 0.6)), (1, (0.3, 0.6, 0.5), (40, 60, 200), (1.1, 1.5))):
+        lo = np.array([rng.uniform(xlo, xhi), rng.uniform(0.1, 1.2), 0.02])
+        pts = cube_surface(lo, size)
+        parts.append(pts)
+        colours.append(np.tile(rgb, (len(pts), 1)))
+        boxes.append([*(lo + np.array(size) / 2), *size, 0.0, cls])
+    folder.mkdir(parents=True)
+    np.save(folder / "coord.npy", np.concatenate(parts).astype(np.float32))
+    np.save(folder / "color.npy", np.clip(np.concatenate(colours) + rng.normal(0, 6, (sum(map(len, parts)), 3)), 0, 255).astype(np.uint8))
+    np.save(folder / "boxes.npy", np.array(boxes, np.float32))
+    return np.array(boxes)
+
+
+def tiny_det_dataset(root: Path, train: int = 2, val: int = 1) -> Path:
+    names = {"train": [f"scene_{i:04d}" for i in range(train)], "val": [f"scene_{i:04d}" for i in range(train, train + val)]}
+    (root / "splits").mkdir(parents=True)
+    for split, scenes in names.items():
+        for name in scenes:
+            tiny_det_scene(root / "scenes" / name, int(name[-4:]))
+        (root / "splits" / f"{split}.txt").write_text("".join(n + "\n" for n in scenes))
+    (root / "detection_classes.json").write_text(json.dumps({"name": "tiny", "names": ["cube", "cuboid"]}))
+    return root
+
+
+def tiny_config(data: Path, out: Path, *extra: str) -> DetectionConfig:
+    overrides = [f"data.root={data}", f"data.classes={data}", "data.voxel_size=0.05", f"model.channels={CHANNELS}".replace(" ", ""),
+                 "model.num_seeds=128", "model.num_proposals=32", "model.nsample=8", "train.batch_size=2",
+                 "train.workers=0", "train.threads=1", "train.log_every=1", "train.eval_every=0", f"train.out_dir={out}", *extra]
+    return load_config(ROOT / "configs" / "detection_synthetic.yaml", overrides, DetectionConfig)
+
+
+def test_heading_bins_round_trip_and_sizes():
+    angles = torch.tensor([0.0, 0.3, -0.3, math.pi / 2, math.pi - 0.01, -math.pi + 0.01, 2.0])
+    cls, res = angle_to_bin(angles, 12)
+    assert cls.tolist() == [0, 1, 11, 3, 6, 6, 4]  # bins of width 30 degrees centred at 0, 30, 60, ...
+    assert (res.abs() <= math.pi / 12 + 1e-6).all()
+    assert torch.allclose(bin_to_angle(cls, res, 12), angles, atol=1e-6)
+    boxes = [np.array([[0, 0, 0, 1, 2, 3, 0, 0], [0, 0, 0, 3, 2, 1, 0, 0]]), np.array([[0, 0, 0, 2, 2, 2, 0, 1]])]
+    assert np.allclose(mean_sizes(boxes, 3), [[2, 2, 2], [2, 2, 2], [2, 2, 2]])  # class 2: the mean of all boxes
+    assert np.allclose(mean_sizes(boxes[:1], 2)[0], [2, 2, 2])
+
+
+def test_inside_boxes_agrees_with_points_in_box_and_nms():
+    rng = np.random.default_rng(0)
+    pts = rng.uniform(-2, 2, (3000, 3))
+    boxes = np.array([[0.3, -0.2, 0.1, 1.2, 0.6, 0.8, 0.7], [-1.0, 1.0, 0.0, 0.5, 1.5, 1.0, -2.0]])
+    got = inside_boxes(torch.from_numpy(pts), torch.from_numpy(boxes)).numpy()
+    assert np.array_equal(got, np.stack([points_in_box(pts, b) for b in boxes], 1))
+    # NMS: the second box overlaps the first (IoU 0.6 > 0.25) and is dropped; the far third one stays
+    three = np.array([[0, 0, 0, 1, 1, 1, 0], [0.25, 0, 0, 1, 1, 1, 0], [5, 5, 0, 1, 1, 1, 0]], float)
+    assert nms_3d(three, np.array([0.9, 0.8, 0.5])).tolist() == [0, 2]
+    assert nms_3d(three, np.array([0.9, 0.8, 0.5]), threshold=0.7).tolist() == [0, 1, 2]
+
+
+def test_crop_keeps_only_boxes_mostly_inside(tmp_path):
+    data = tiny_det_dataset(tmp_path / "data", 1, 1)
+    full = DetScenes([data / "scenes" / "scene_0000"], data, 0.05, train=True, augment=False)[(0, 0)]
+    assert full.boxes.shape == (2, 8)
+    for seed in range(6):
+        s = DetScenes([data / "scenes" / "scene_0000"], data, 0.05, train=True, augment=False, max_voxels=600)[(0, seed)]
+        assert s.coords.shape[0] == 600
+        for box in full.boxes:
+            inside_all = inside_boxes(full.xyz, box[None])[:, 0].sum()
+            inside_kept = inside_boxes(s.xyz, box[None])[:, 0].sum()
+            kept = any(torch.equal(box, b) for b in s.boxes)
+            assert kept == bool(inside_kept >= 0.5 * inside_all)
+
+
+def test_training_lowers_the_loss_and_evaluation_writes_its_table(tmp_path, capsys):
+    data = tiny_det_dataset(tmp_path / "data")
+    cfg = tiny_config(data, tmp_path / "run", "train.iterations=30", "data.augment=false", "optim.warmup=0",
+                      "optim.lr=0.003", "model.num_heading_bins=1", "eval.axis_aligned=true")
+    out = finetune_detection(cfg)
+    losses = [r["loss"] for r in read_metrics(out / "metrics.jsonl") if "loss" in r]
+    assert np.mean(losses[-10:]) < 0.75 * np.mean(losses[:10])
+    metrics = json.loads((out / "eval" / "metrics.json").read_text())
+    assert set(metrics["per_class"]) == {"cube", "cuboid"} and metrics["gt_boxes"] == {"cube": 1, "cuboid": 1}
+    assert 0 <= metrics["mAP@0.25"] <= 1 and 0 <= metrics["mAP@0.5"] <= metrics["mAP@0.25"]
+    assert "mAP@0.25" in capsys.readouterr().out
+    pred = np.load(out / "eval" / "predictions" / "scene_0002.npy")
+    assert pred.ndim == 2 and pred.shape[1] == 9 and (np.diff(pred[:, 8]) <= 0).all()
+    from plyfile import PlyData
+
+    ply = PlyData.read(str(out / "eval" / "ply" / "scene_0002_gt_boxes.ply"))
+    assert len(ply["vertex"]) == 16 and len(ply["face"]) == 24
+    # the checkpoint re-evaluates to the same scores through the command
+    assert ppkt(["evaluate", "--task", "detection", "--checkpoint", str(out / "checkpoints" / "last.pt"),
+                 "--out", str(tmp_path / "again")]) == 0
+    again = json.loads((tmp_path / "again" / "metrics.json").read_text())
+    assert again["mAP@0.25"] == pytest.approx(metrics["mAP@0.25"]) and again["iteration"] == 30
+
+
+def test_resume_ends_with_the_same_weights(tmp_path):
+    data = tiny_det_dataset(tmp_path / "data")
+    whole = finetune_detection(tiny_config(data, tmp_path / "a", "train.iterations=6", "data.val_split=''"))
+    part = tiny_config(data, tmp_path / "b", "train.iterations=6", "data.val_split=''", "train.checkpoint_every=3")
+    finetune_detection(part, stop_after=3)
+    finetune_detection(part, resume=True)
+    a = torch.load(whole / "checkpoints" / "last.pt", weights_only=True)["model"]
+    b = torch.load(tmp_path / "b" / "checkpoints" / "last.pt", weights_only=True)["model"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_scoring_prediction_files_of_another_system(tmp_path):
+    data = tiny_det_dataset(tmp_path / "data", 1, 2)
+    truth = {n: np.load(data / "scenes" / n / "boxes.npy") for n in ("scene_0001", "scene_0002")}
+    preds = tmp_path / "preds"
+    preds.mkdir()
+    # scene_0001: both objects found (score 0.9), plus a false positive cube ranked first; scene_0002: no file
+    rows = [[*b[:7], b[7], 0.9] for b in truth["scene_0001"]] + [[5, 5, 0.2, 0.4, 0.4, 0.4, 0, 0, 0.95]]
+    np.save(preds / "scene_0001.npy", np.array(rows))
+    args = ["evaluate", "--task", "detection", "--predictions", str(preds), "--data", str(data), "--split", "val",
+            "--out", str(tmp_path / "out")]
+    assert ppkt(args) == 0
+    m = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    # cube: 2 true cubes; ranked FP, TP -> precision 0, 1/2; recall 0, 1/2 -> AP = 1/2 * 1/2 = 0.25
+    # cuboid: one TP of 2 true cuboids -> AP = 1/2
+    assert m["per_class"]["cube"]["AP@0.25"] == pytest.approx(0.25)
+    assert m["per_class"]["cuboid"]["AP@0.25"] == pytest.approx(0.5)
+    assert m["mAP@0.25"] == pytest.approx(0.375) and m["mAP@0.5"] == pytest.approx(0.375)
+    np.save(preds / "scene_0002.npy", np.zeros((3, 8)))
+    assert ppkt(args) == 2  # a file of the wrong shape: a clear error, exit status 2
+
+
+def test_model_from_config_and_wrong_configs(tmp_path):
+    data = tiny_det_dataset(tmp_path / "data", 1, 1)
+    cfg = tiny_config(data, tmp_path / "run")
+    ds = DetScenes([data / "scenes" / "scene_0000"], get_detection_classes(data), 0.05, train=False)
+    model = build_detector(cfg, 2, mean_sizes(ds.truth, 2))
+    batch = collate_detection([ds[0]])
+    out = model(batch.feats, batch.coords, batch.xyz, batch.offsets)
+    assert out["center"].shape == (1, 32, 3) and out["size_residuals"].shape == (1, 32, 2, 3)
+    terms = votenet_loss(out, batch.boxes, model.mean_size, model.num_heading_bins)
+    terms["loss"].backward()
+    assert all(p.grad is not None for p in model.vote.parameters())
+    with pytest.raises(ConfigError, match="model.num_proposals"):
+        validate_detection(tiny_config(data, tmp_path / "x", "model.num_proposals=500"))
+    with pytest.raises(ConfigError, match="eval.nms_iou"):
+        validate_detection(tiny_config(data, tmp_path / "x", "eval.nms_iou=0"))
+
+
+def test_box_ply_faces_close_each_box(tmp_path):
+    path = write_box_ply(tmp_path / "b.ply", np.array([[0, 0, 0, 1, 2, 3, 0.5, 0, 1.0]]), np.array([[255, 0, 0]], np.uint8))
+    from plyfile import PlyData
+
+    ply = PlyData.read(str(path))
+    edges = {tuple(sorted(e)) for f in BOX_FACES for e in ((f[0], f[1]), (f[1], f[2]), (f[2], f[0]))}
+    assert len(ply["face"]) == 12 and len(edges) == 18  # 12 box edges + 6 face diagonals: a closed cuboid surface
+
+
+@pytest.mark.parametrize("name", ["detection_synthetic", "detection_scannet", "detection_sunrgbd"])
+def test_shipped_detection_configs_load_and_validate(name):
+    cfg = validate_detection(load_config(ROOT / "configs" / f"{name}.yaml", [], DetectionConfig))
+    assert get_detection_classes(cfg.data.classes).num_classes == {"synthetic": 9, "scannet18": 18, "sunrgbd10": 10}[cfg.data.classes]
+    assert (cfg.model.num_heading_bins == 1) == cfg.eval.axis_aligned
+
+
+def test_a_segmentation_checkpoint_is_refused_by_name(tmp_path):
+    from ppkt.checkpoint import CheckpointError, save_atomic
+
+    path = save_atomic({"format": "ppkt-finetune", "version": 1}, tmp_path / "seg.pt")
+    with pytest.raises(CheckpointError, match="ppkt-detection"):
+        load_detector(path)
