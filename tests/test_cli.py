@@ -12,6 +12,7 @@ from ppkt.commands import HelpFormatter, synth
 from ppkt.config import PretrainConfig, config_to_yaml, load_config
 from ppkt.errors import Interrupted
 from ppkt.progress import Progress
+from ppkt.train.detect_config import DetectionConfig
 from ppkt.train.finetune_config import FinetuneConfig
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -128,7 +129,8 @@ def test_teacher_eval_is_an_alias_of_teacher_evaluate():
 # ------------------------------------------------------------------------------------------------ ppkt config
 @pytest.mark.parametrize("path", sorted((ROOT / "configs").glob("*.yaml")), ids=lambda p: p.name)
 def test_config_prints_every_shipped_config_and_the_output_loads_back(path, tmp_path, capsys):
-    schema = FinetuneConfig if path.name.startswith("finetune_") else PretrainConfig
+    schema = (FinetuneConfig if path.name.startswith("finetune_") else DetectionConfig if path.name.startswith("detection_")
+              else PretrainConfig)
     code, out, err = run_ppkt(capsys, "config", "--config", path)
     assert code == 0, err
     (tmp_path / "printed.yaml").write_text(out)

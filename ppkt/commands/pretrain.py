@@ -7,11 +7,12 @@ from typing import Optional
 
 from ppkt.commands import add_command, add_overrides
 
-CONFIG_KINDS = ("pretrain", "finetune")
+CONFIG_KINDS = ("pretrain", "finetune", "detection")
 
 
 def config_kind(path: Optional[str]) -> str:
-    """"finetune" for a config file with a top-level `model` section, else "pretrain" (also for no file)."""
+    """"detection" for a config file with a top-level `eval` section, "finetune" for one with a `model` section,
+    else "pretrain" (also for no file)."""
     if path is None or not Path(path).is_file():
         return "pretrain"  # load_config reports a missing file
     from omegaconf import OmegaConf
@@ -20,7 +21,8 @@ def config_kind(path: Optional[str]) -> str:
         top = OmegaConf.load(path)
     except Exception:  # not YAML: load_config reports it, naming the file
         return "pretrain"
-    return "finetune" if hasattr(top, "keys") and "model" in top.keys() else "pretrain"
+    keys = set(top.keys()) if hasattr(top, "keys") else set()
+    return "detection" if "eval" in keys else "finetune" if "model" in keys else "pretrain"
 
 
 def _pretrain(args: argparse.Namespace) -> int:
@@ -34,9 +36,11 @@ def _pretrain(args: argparse.Namespace) -> int:
 
 def _config(args: argparse.Namespace) -> int:
     from ppkt.config import PretrainConfig, config_to_yaml, load_config
+    from ppkt.train.detect_config import DetectionConfig
     from ppkt.train.finetune_config import FinetuneConfig
 
-    schema = FinetuneConfig if (args.kind or config_kind(args.config)) == "finetune" else PretrainConfig
+    schema = {"finetune": FinetuneConfig, "detection": DetectionConfig}.get(args.kind or config_kind(args.config),
+                                                                           PretrainConfig)
     print(config_to_yaml(load_config(args.config, args.overrides, schema)), end="")
     return 0
 
@@ -73,11 +77,11 @@ def add_commands(subparsers) -> None:
     p.set_defaults(func=_pretrain)
 
     p = add_command(subparsers, "config", "print the resolved config (defaults <- file <- overrides) of a "
-                                          "pretraining or fine-tuning run")
+                                          "pretraining, fine-tuning or detection run")
     p.add_argument("--config", default=None, metavar="FILE", help="YAML config (default: none, the pretraining defaults)")
     p.add_argument("--kind", default=None, choices=CONFIG_KINDS,
-                   help="the config's schema (default: finetune for a file with a top-level `model` section, "
-                        "else pretrain)")
+                   help="the config's schema (default: detection for a file with a top-level `eval` section, "
+                        "finetune for one with a `model` section, else pretrain)")
     add_overrides(p, "train.batch_size=8")
     p.set_defaults(func=_config)
 

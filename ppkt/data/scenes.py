@@ -196,7 +196,7 @@ def select_scenes(scenes: Sequence, fraction: float, seed: int) -> list:
 def scene_classes(folder: Union[str, Path], classes: ClassSet) -> FrozenSet[int]:
     """Class ids (0..C-1) labelled in a scene folder; reads its label file only (SceneError naming it on a problem)."""
     path = Path(folder) / f"{classes.segment_key}.npy"
-    stored = np.unique(np.asarray(_load(path, mmap=True)))  # the distinct stored values, then mapped and checked
+    stored = np.unique(np.asarray(load_array(path, mmap=True)))  # the distinct stored values, then mapped and checked
     return frozenset(int(c) for c in classes.map_labels(stored, str(path)) if c >= 0)
 
 
@@ -264,7 +264,8 @@ class SceneArrays:
     segment: np.ndarray  # (N,) int64, -1 ignore
 
 
-def _load(path: Path, mmap: bool = False) -> np.ndarray:
+def load_array(path: Path, mmap: bool = False) -> np.ndarray:
+    """A .npy file (no pickles), or a SceneError naming it when missing or unreadable."""
     if not path.is_file():
         raise SceneError(f"scene file {path} is missing")
     try:
@@ -282,7 +283,7 @@ def check_scene(folder: Path, classes: ClassSet) -> int:
     n = None
     for stem, width in files.items():
         path = folder / f"{stem}.npy"
-        arr = _load(path, mmap=True)
+        arr = load_array(path, mmap=True)
         if arr.ndim == 0 or (width == 3 and (arr.ndim != 2 or arr.shape[1] != 3)) or (width == 1 and arr.size != arr.shape[0]):
             want = "(N, 3)" if width == 3 else "(N,)"
             raise SceneError(f"{path} has shape {tuple(arr.shape)}, expected {want}")
@@ -299,10 +300,10 @@ def load_scene(folder: Union[str, Path], classes: ClassSet) -> SceneArrays:
     """Read and check one scene folder (see the module docstring for the files)."""
     folder = Path(folder)
     check_scene(folder, classes)
-    coord = _load(folder / "coord.npy").astype(np.float32)
-    color = _load(folder / "color.npy").astype(np.float32)
+    coord = load_array(folder / "coord.npy").astype(np.float32)
+    color = load_array(folder / "color.npy").astype(np.float32)
     seg_path = folder / f"{classes.segment_key}.npy"
-    segment = classes.map_labels(_load(seg_path), str(seg_path))
+    segment = classes.map_labels(load_array(seg_path), str(seg_path))
     if not np.isfinite(coord).all():
         raise SceneError(f"{folder / 'coord.npy'} holds NaN or infinite coordinates")
     return SceneArrays(coord, np.clip(color, 0.0, 255.0), segment)

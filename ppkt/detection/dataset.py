@@ -22,7 +22,7 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from ppkt.data.scene_augment import crop_nearest
-from ppkt.data.scenes import SceneError, _load, grid_sample
+from ppkt.data.scenes import SceneError, grid_sample, load_array
 from ppkt.detection.augment import random_augment
 from ppkt.detection.classes import DetectionClasses, get_detection_classes
 from ppkt.detection.loss import inside_boxes
@@ -34,7 +34,7 @@ MIN_KEPT = 0.5  # share of a box's voxels a training crop must keep for the box 
 def load_boxes(folder: Path, classes: DetectionClasses) -> np.ndarray:
     """(K, 8) float32 boxes of a scene folder, column 7 the detection class index (other classes dropped)."""
     path = Path(folder) / "boxes.npy"
-    return classes.map_boxes(_load(path), str(path))
+    return classes.map_boxes(load_array(path), str(path))
 
 
 @dataclass
@@ -90,8 +90,8 @@ class DetScenes(Dataset):
         """(coord (N, 3) float32 metres, color (N, 3) float32 0-255) of scene `index` (kept in memory per process)."""
         if index not in self._clouds:
             folder = self.scenes[index]
-            coord = _load(folder / "coord.npy").astype(np.float32)
-            color = _load(folder / "color.npy").astype(np.float32)
+            coord = load_array(folder / "coord.npy").astype(np.float32)
+            color = load_array(folder / "color.npy").astype(np.float32)
             if coord.ndim != 2 or coord.shape[1] != 3 or color.shape != coord.shape or len(coord) == 0:
                 raise SceneError(f"{folder}: coord.npy {coord.shape} and color.npy {color.shape} must both be (N, 3), N > 0")
             if not np.isfinite(coord).all():

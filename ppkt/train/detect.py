@@ -42,8 +42,12 @@ DETECTION_FORMAT = "ppkt-detection"
 
 def build_detector(cfg: DetectionConfig, num_classes: int, mean_size) -> VoteNet:
     m = cfg.model
-    return VoteNet(m.arch, num_classes, torch.as_tensor(mean_size), m.channels, 3, m.num_heading_bins, m.num_seeds,
-                   m.num_proposals, m.radius, m.nsample)
+    model = VoteNet(m.arch, num_classes, torch.as_tensor(mean_size), m.channels, 3, m.num_heading_bins, m.num_seeds,
+                    m.num_proposals, m.radius, m.nsample)
+    for module in model.modules():
+        if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
+            module.momentum = m.bn_momentum
+    return model
 
 
 def class_palette(num_classes: int) -> np.ndarray:

@@ -31,6 +31,9 @@ class DetectionModelConfig:
     num_proposals: int = 256
     radius: float = 0.3  # metres, vote aggregation
     nsample: int = 16  # votes per proposal
+    # batch-norm momentum of every layer, the backbone's too (it pretrains at 0.01, whose running statistics lag ~100
+    # iterations behind: far from the weights of a short fine-tuning run; VoteNet starts at 0.5 and decays)
+    bn_momentum: float = 0.1
 
 
 @dataclass
@@ -62,6 +65,7 @@ def validate_detection(cfg: DetectionConfig) -> DetectionConfig:
         c.at_least(getattr(m, key), 1, f"model.{key}")
     c.need(m.num_proposals <= m.num_seeds, "model.num_proposals", f"must be <= model.num_seeds ({m.num_seeds})")
     c.positive(m.radius, "model.radius")
+    c.need(0 < m.bn_momentum <= 1, "model.bn_momentum", f"must be in (0, 1], got {m.bn_momentum}")
     c.need(0 <= cfg.eval.min_score < 1, "eval.min_score", f"must be in [0, 1), got {cfg.eval.min_score}")
     c.need(0 < cfg.eval.nms_iou <= 1, "eval.nms_iou", f"must be in (0, 1], got {cfg.eval.nms_iou}")
     c.choice(o.name, ("sgd", "adamw"), "optim.name")
