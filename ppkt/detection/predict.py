@@ -2,8 +2,9 @@
 
 Each proposal becomes one box: centre, heading (the best bin plus its residual), size (the mean size of the best
 size cluster plus its residual), class = the best class; score = objectness probability x class probability.
-Boxes scoring below `min_score` are dropped, then greedy non-maximum suppression per class at 3D IoU
-`nms_iou` (0.25, as VoteNet) removes duplicates.
+Proposals whose objectness probability is below `min_score` are dropped (VoteNet's conf_thresh, 0.05; 0 keeps them
+all, which never lowers all-point AP: the extra boxes rank last), then greedy non-maximum suppression per class at
+3D IoU `nms_iou` (0.25, as VoteNet) removes duplicates.
 """
 from __future__ import annotations
 
@@ -31,8 +32,8 @@ def proposals_to_boxes(out: Dict[str, Tensor], mean_size: Tensor, num_heading_bi
     size = (mean_size.to(residual)[scls] + residual).clamp_min(1e-3)
     rows = torch.cat([out["center"], size, heading[..., None], cls[..., None].to(size), (obj * sem_prob)[..., None]], 2)
     scenes = []
-    for r in rows.double().cpu().numpy():
-        r = r[r[:, 8] >= min_score]
+    for r, o in zip(rows.double().cpu().numpy(), obj.cpu().numpy()):
+        r = r[o >= min_score]
         kept = [r[c_rows][nms_3d(r[c_rows, :7], r[c_rows, 8], nms_iou, axis_aligned)]
                 for c_rows in (r[:, 7] == c for c in np.unique(r[:, 7]))]
         r = np.concatenate(kept) if kept else np.zeros((0, 9))

@@ -38,7 +38,7 @@ class DetectionModelConfig:
 
 @dataclass
 class DetectionEvalConfig:
-    min_score: float = 0.05  # boxes scoring below are dropped before NMS
+    min_score: float = 0.05  # proposals of lower objectness probability are dropped before NMS (VoteNet's conf_thresh)
     nms_iou: float = 0.25  # per-class 3D NMS
     axis_aligned: bool = False  # IoU ignoring headings (ScanNet's boxes)
     ply: bool = True  # the final evaluation writes predicted and true boxes as PLY meshes

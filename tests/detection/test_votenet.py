@@ -207,3 +207,28 @@ def test_a_segmentation_checkpoint_is_refused_by_name(tmp_path):
     path = save_atomic({"format": "ppkt-finetune", "version": 1}, tmp_path / "seg.pt")
     with pytest.raises(CheckpointError, match="ppkt-detection"):
         load_detector(path)
+
+
+def test_proposals_decode_to_the_boxes_written_out_here():
+    from ppkt.detection.predict import proposals_to_boxes
+
+    nh, c, big = 12, 2, 8.0
+    mean_size = torch.tensor([[1.0, 2.0, 0.5], [0.4, 0.4, 0.8]])
+    out = {"objectness": torch.tensor([[[0.0, big], [0.0, big], [big, 0.0], [0.0, big]]]),  # obj ~1, ~1, ~0, ~1
+           "center": torch.tensor([[[1.0, 2.0, 0.5], [1.05, 2.0, 0.5], [5.0, 5.0, 0.5], [-3.0, 0.0, 0.4]]]),
+           "heading_scores": torch.zeros(1, 4, nh), "heading_residuals": torch.zeros(1, 4, nh),
+           "size_scores": torch.zeros(1, 4, c), "size_residuals": torch.zeros(1, 4, c, 3), "sem_scores": torch.zeros(1, 4, c)}
+    out["heading_scores"][0, :, 3] = big  # bin 3: 90 degrees, plus a residual of 0.1 rad
+    out["heading_residuals"][0, :, 3] = 0.1
+    out["size_scores"][0, :, 0] = big
+    out["size_residuals"][0, :, 0] = torch.tensor([0.2, -0.5, 0.1])
+    out["sem_scores"][0, :3, 0] = big  # proposals 0-2: class 0; proposal 3: class 1
+    out["sem_scores"][0, 3, 1] = big
+    boxes = proposals_to_boxes(out, mean_size, nh, min_score=0.05, nms_iou=0.25)[0]
+    # proposal 1 duplicates proposal 0 (same box 5 cm away: suppressed), proposal 2 has objectness ~0 (dropped)
+    assert len(boxes) == 2
+    p = 1 / (1 + math.exp(-big))  # softmax of (0, big)
+    want0 = [1.0, 2.0, 0.5, 1.2, 1.5, 0.6, math.pi / 2 + 0.1, 0, p * p]  # size = mean of class 0 + residual
+    assert np.allclose(sorted(boxes.tolist(), key=lambda r: r[7])[0], want0, atol=1e-4)
+    assert boxes[:, 7].tolist() == [0.0, 1.0] or boxes[:, 7].tolist() == [1.0, 0.0]
+    assert len(proposals_to_boxes(out, mean_size, nh, min_score=0.0, nms_iou=0.25)[0]) == 3  # 2 now kept

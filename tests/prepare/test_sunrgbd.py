@@ -139,7 +139,7 @@ def test_cli_writes_scenes_splits_and_classes_and_reports_missing_samples(tmp_pa
     assert (out / "splits" / "val.txt").read_text() == "005051\n"
     assert [p.name for p in list_scenes(out, "train")] == ["000001", "000002"]
     assert [p.name for p in list_scenes(out, "val")] == ["005051"]
-    assert json.loads((out / "detection_classes.json").read_text()) == {"names": list(SUNRGBD_CLASSES)}
+    assert json.loads((out / "detection_classes.json").read_text()) == {"name": "sunrgbd10", "names": list(SUNRGBD_CLASSES)}
     bed = np.load(out / "scenes" / "005051" / "boxes.npy")
     assert np.allclose(bed, [[0, 2, 0.5, 2.2, 2.0, 1.0, np.pi / 2, 0]], atol=1e-6)
     assert cli_main(args) == 0 and "0 converted, 3 already done" in capsys.readouterr().out
