@@ -90,7 +90,7 @@ def _sunrgbd(args: argparse.Namespace) -> int:
     out = Path(args.out)
     samples, splits = find_samples(args.trainval, limit=args.limit)
     done, failed = _convert_all(convert_sample, samples, out, args.workers, "samples")
-    for name, count in write_splits(out, splits, [Path(d).stem for d in done]).items():
+    for name, count in write_splits(out, splits, [Path(d).stem for d in done], args.keep_empty).items():
         print(f"split {name}: {count} scenes in {out / 'splits' / (name + '.txt')}")
     return 1 if failed else 0
 
@@ -126,4 +126,6 @@ def add_commands(subparsers) -> None:
     q.add_argument("--out", required=True, metavar="DIR", help="output dataset folder (scenes/<id>/, splits/)")
     q.add_argument("--workers", type=int, metavar="N", default=1, help="samples converted in parallel")
     q.add_argument("--limit", type=int, metavar="N", default=None, help="convert only the first N ids of each split")
+    q.add_argument("--keep-empty", action="store_true",
+                   help="list samples without any of the 10 classes in the splits too (VoteNet leaves them out)")
     q.set_defaults(func=_sunrgbd)

@@ -1,8 +1,8 @@
 """Average precision of 3D detections (VoteNet's / PASCAL VOC's all-point AP) at a 3D IoU threshold.
 
 Per class, the detections of all scenes are ranked by score; each is a true positive when its best-overlapping
-ground-truth box of the same class and scene (IoU >= threshold) is not yet taken, else a false positive. With
-recall r_k and precision p_k after the k-th detection, AP is the area under the monotone precision envelope
+ground-truth box of the same class and scene has IoU > threshold (as VoteNet and VOC) and is not yet taken, else a
+false positive. With recall r_k and precision p_k after the k-th detection, AP is the area under the monotone precision envelope
 (p_k replaced by the largest precision at any recall >= r_k): AP = sum_k (r_k - r_{k-1}) * max_{j >= k} p_j.
 mAP is the mean AP over the classes that have at least one ground-truth box.
 """
@@ -44,7 +44,7 @@ def match_class(predictions: Mapping[str, np.ndarray], truths: Mapping[str, np.n
             hit = False
             if len(gt):
                 j = int(np.argmax(iou[row]))
-                if iou[row, j] >= threshold and not taken[j]:
+                if iou[row, j] > threshold and not taken[j]:
                     taken[j] = hit = True
             scores.append(pred[k, 7])
             tps.append(hit)

@@ -41,12 +41,13 @@ def scale(points: np.ndarray, boxes: np.ndarray, factor: float) -> Tuple[np.ndar
 
 
 def random_augment(points: np.ndarray, boxes: np.ndarray, rng: np.random.Generator, rotation: float = np.pi / 6,
-                   scale_range: Tuple[float, float] = (0.85, 1.15)) -> Tuple[np.ndarray, np.ndarray]:
-    """VoteNet's training augmentation: flip x and flip y with probability 1/2 each, a rotation about z uniform in
-    [-rotation, rotation], a scale uniform in scale_range."""
+                   scale_range: Tuple[float, float] = (0.85, 1.15), mirror_y: bool = True) -> Tuple[np.ndarray, np.ndarray]:
+    """VoteNet's training augmentation: flip x and (mirror_y) flip y with probability 1/2 each, a rotation about z
+    uniform in [-rotation, rotation] radians, a scale uniform in scale_range. VoteNet flips only x for SUN RGB-D's
+    single views (a y flip would look from behind the camera) and rotates ScanNet by at most 5 degrees, unscaled."""
     if rng.random() < 0.5:
         points, boxes = flip_x(points, boxes)
-    if rng.random() < 0.5:
+    if mirror_y and rng.random() < 0.5:
         points, boxes = flip_y(points, boxes)
     points, boxes = rotate_z(points, boxes, rng.uniform(-rotation, rotation))
     return scale(points, boxes, rng.uniform(*scale_range))

@@ -69,7 +69,8 @@ class DetScenes(Dataset):
     when the dataset is built (SceneError naming it)."""
 
     def __init__(self, scenes: Sequence[Union[str, Path]], classes: Union[str, DetectionClasses], voxel_size: float,
-                 train: bool = True, augment: bool = True, max_voxels: Optional[int] = None, seed: int = 0):
+                 train: bool = True, augment: bool = True, max_voxels: Optional[int] = None, seed: int = 0,
+                 rotation: float = np.pi / 6, scale: Sequence[float] = (0.85, 1.15), flip_y: bool = True):
         self.scenes = [Path(s) for s in scenes]
         if not self.scenes:
             raise SceneError("DetScenes: empty scene list")
@@ -79,7 +80,7 @@ class DetScenes(Dataset):
         if max_voxels is not None and max_voxels < 1:
             raise ValueError(f"DetScenes: max_voxels must be >= 1 or None, got {max_voxels}")
         self.voxel_size, self.train, self.augment, self.seed = float(voxel_size), bool(train), bool(augment), int(seed)
-        self.max_voxels = max_voxels
+        self.max_voxels, self.rotation, self.scale, self.flip_y = max_voxels, float(rotation), tuple(scale), bool(flip_y)
         self.truth = [load_boxes(s, self.classes) for s in self.scenes]  # also checks every boxes.npy now
         self._clouds: Dict[int, Tuple[np.ndarray, np.ndarray]] = {}
 
@@ -109,7 +110,8 @@ class DetScenes(Dataset):
         points, colors = self.cloud(index)
         boxes = self.truth[index].astype(np.float64)
         if self.train and self.augment:
-            points, moved = random_augment(points.astype(np.float64), boxes[:, :7], np.random.default_rng(seed))
+            points, moved = random_augment(points.astype(np.float64), boxes[:, :7], np.random.default_rng(seed),
+                                           self.rotation, self.scale, self.flip_y)
             boxes = np.concatenate([moved, boxes[:, 7:]], axis=1)
         pts = torch.from_numpy(np.ascontiguousarray(points, dtype=np.float32))
         vox = voxelize(pts, self.voxel_size)

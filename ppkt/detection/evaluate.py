@@ -81,7 +81,7 @@ def score(predictions: Mapping[str, np.ndarray], truths: Mapping[str, np.ndarray
 
 @torch.no_grad()
 def predict_dataset(model, dataset: DetScenes, device: torch.device, min_score: float, nms_iou: float,
-                    axis_aligned: bool, progress: bool = True) -> Dict[str, np.ndarray]:
+                    axis_aligned: bool, per_class: bool = True, progress: bool = True) -> Dict[str, np.ndarray]:
     """{scene name: (K, 9) boxes} of `model` (a VoteNet) on every scene of `dataset` (eval mode, one scene a pass)."""
     was_training = model.training
     model.eval()
@@ -92,7 +92,7 @@ def predict_dataset(model, dataset: DetScenes, device: torch.device, min_score: 
             batch = batch.to(device)
             out = model(batch.feats, batch.coords, batch.xyz, batch.offsets)
             preds[batch.names[0]] = proposals_to_boxes(out, model.mean_size, model.num_heading_bins, min_score,
-                                                       nms_iou, axis_aligned)[0]
+                                                       nms_iou, axis_aligned, per_class)[0]
             bar.update(1)
     model.train(was_training)
     return preds
@@ -163,7 +163,7 @@ def evaluate_detection_checkpoint(checkpoint: str | Path, data: Optional[str | P
     out = Path(out) if out is not None else default_eval_dir(checkpoint, split)
     e = cfg.eval
     with flush_denormals(dev):
-        preds = predict_dataset(model, dataset, dev, e.min_score, e.nms_iou, e.axis_aligned)
+        preds = predict_dataset(model, dataset, dev, e.min_score, e.nms_iou, e.axis_aligned, e.per_class)
     save_predictions(out / "predictions", preds)
     truths = dict(zip((p.name for p in dataset.scenes), dataset.truth))
     result = score(preds, truths, classes.names, out, split, e.axis_aligned, class_palette(classes.num_classes) if ply else None)

@@ -34,54 +34,73 @@ def inside_boxes(points: Tensor, boxes: Tensor) -> Tensor:
     return (local.abs() <= boxes[None, :, 3:6] / 2).all(dim=2)
 
 
-def _masked_mean(values: Tensor, mask: Tensor) -> Tensor:
-    mask = mask.to(values.dtype)
-    return (values * mask).sum() / (mask.sum() + 1e-6)
+class _Sums:
+    """Masked sums and their counts over the scenes of a batch: VoteNet divides by the batch-wide count, so a crop
+    without positives adds nothing instead of diluting the mean."""
+
+    def __init__(self, like: Tensor):
+        self.zero = like.sum() * 0.0
+        self.num: Dict[str, Tensor] = {}
+        self.den: Dict[str, float] = {}
+
+    def add(self, key: str, values: Tensor, mask: Tensor) -> None:
+        mask = mask.to(values.dtype)
+        self.num[key] = self.num.get(key, self.zero) + (values * mask).sum()
+        self.den[key] = self.den.get(key, 0.0) + float(mask.sum())
+
+    def mean(self, key: str) -> Tensor:
+        return self.num.get(key, self.zero) / (self.den.get(key, 0.0) + 1e-6)
+
+
+def box_heading(heading: Tensor, num_heading_bins: int) -> Tensor:
+    """The heading target: with one bin (axis-aligned boxes, ScanNet) the angle modulo pi in [-pi/2, pi/2) -- a box
+    turned by pi is the same box, and a flipped heading-0 box (heading pi) must not ask for a residual of +-pi."""
+    if num_heading_bins != 1:
+        return heading
+    return torch.remainder(heading + math.pi / 2, math.pi) - math.pi / 2
 
 
 def votenet_loss(out: Dict[str, Tensor], boxes: List[Tensor], mean_size: Tensor, num_heading_bins: int,
                  near: float = 0.3, far: float = 0.6) -> Dict[str, Tensor]:
     """The loss terms (scalars) of VoteNet's output `out` (see VoteNet.forward) against boxes[b] (K_b, 8)
-    [cx, cy, cz, dx, dy, dz, heading, class]; "loss" is the weighted total."""
-    terms: Dict[str, List[Tensor]] = {k: [] for k in ("vote", "objectness", "center", "heading_cls", "heading_reg",
-                                                       "size_cls", "size_reg", "sem_cls")}
-    zero = out["center"].sum() * 0.0
+    [cx, cy, cz, dx, dy, dz, heading, class]; "loss" is the weighted total. Every term is a masked mean over the
+    whole batch (VoteNet's normalisation)."""
+    sums = _Sums(out["center"])
     weights = out["center"].new_tensor(OBJECTNESS_WEIGHTS)
-    stats = {"positive": 0.0}
+    positives = 0.0
     for b, gt in enumerate(boxes):
         gt = gt.to(out["center"])
-        seeds, votes = out["seed_xyz"][b], out["vote_xyz"][b]
+        logits = out["objectness"][b]
         if len(gt) == 0:  # no object: every proposal is a negative, nothing else to learn here
-            negative = torch.zeros(out["objectness"].shape[1], dtype=torch.long, device=gt.device)
-            terms["objectness"].append(F.cross_entropy(out["objectness"][b], negative, weight=weights, reduction="none").mean())
-            for k in terms:
-                if k != "objectness":
-                    terms[k].append(zero)
+            negative = torch.zeros(logits.shape[0], dtype=torch.long, device=gt.device)
+            sums.add("objectness", F.cross_entropy(logits, negative, weight=weights, reduction="none"),
+                     torch.ones_like(negative, dtype=torch.bool))
             continue
-        holds = inside_boxes(seeds, gt)  # (S, K)
-        vote_dist = (votes[:, None, :] - gt[None, :, :3]).abs().sum(2).masked_fill(~holds, 1e6).min(1).values
-        terms["vote"].append(_masked_mean(vote_dist, holds.any(1)))
-        dist = torch.cdist(out["aggregated_xyz"][b], gt[:, :3])  # (P, K)
-        nearest, match = dist.min(1)
+        holds = inside_boxes(out["seed_xyz"][b], gt)  # (S, K)
+        vote_dist = (out["vote_xyz"][b][:, None, :] - gt[None, :, :3]).abs().sum(2).masked_fill(~holds, 1e6).min(1).values
+        sums.add("vote", vote_dist, holds.any(1))
+        nearest, match = torch.cdist(out["aggregated_xyz"][b], gt[:, :3]).min(1)  # (P,) each proposal's nearest centre
         positive, negative = nearest < near, nearest > far
-        obj = F.cross_entropy(out["objectness"][b], positive.long(), weight=weights, reduction="none")  # weighted
-        terms["objectness"].append(_masked_mean(obj, positive | negative))
+        sums.add("objectness", F.cross_entropy(logits, positive.long(), weight=weights, reduction="none"),
+                 positive | negative)  # cross_entropy(weight=...) with reduction none: each term times its class weight
         centre_d2 = torch.cdist(out["center"][b], gt[:, :3]) ** 2
-        terms["center"].append(_masked_mean(centre_d2.min(1).values, positive) + centre_d2.min(0).values.mean())
+        sums.add("center_pred", centre_d2.min(1).values, positive)
+        sums.add("center_true", centre_d2.min(0).values, torch.ones(len(gt), dtype=torch.bool, device=gt.device))
         m = gt[match]  # (P, 8) the matched box of every proposal
-        hbin, hres = angle_to_bin(m[:, 6], num_heading_bins)
-        terms["heading_cls"].append(_masked_mean(F.cross_entropy(out["heading_scores"][b], hbin, reduction="none"), positive))
+        hbin, hres = angle_to_bin(box_heading(m[:, 6], num_heading_bins), num_heading_bins)
+        sums.add("heading_cls", F.cross_entropy(out["heading_scores"][b], hbin, reduction="none"), positive)
         pred_hres = out["heading_residuals_norm"][b].gather(1, hbin[:, None])[:, 0]
-        terms["heading_reg"].append(_masked_mean(F.huber_loss(pred_hres, hres / (math.pi / num_heading_bins),
-                                                              reduction="none", delta=1.0), positive))
+        sums.add("heading_reg", F.huber_loss(pred_hres, hres / (math.pi / num_heading_bins), reduction="none", delta=1.0),
+                 positive)
         cls = m[:, 7].long()
-        terms["size_cls"].append(_masked_mean(F.cross_entropy(out["size_scores"][b], cls, reduction="none"), positive))
+        sums.add("size_cls", F.cross_entropy(out["size_scores"][b], cls, reduction="none"), positive)
         pred_sres = out["size_residuals_norm"][b][torch.arange(len(cls), device=cls.device), cls]  # (P, 3)
         target = (m[:, 3:6] - mean_size[cls]) / mean_size[cls]
-        terms["size_reg"].append(_masked_mean(F.huber_loss(pred_sres, target, reduction="none", delta=1.0).mean(1), positive))
-        terms["sem_cls"].append(_masked_mean(F.cross_entropy(out["sem_scores"][b], cls, reduction="none"), positive))
-        stats["positive"] += float(positive.float().mean())
-    t = {k: torch.stack(v).mean() for k, v in terms.items()}
+        sums.add("size_reg", F.huber_loss(pred_sres, target, reduction="none", delta=1.0).mean(1), positive)
+        sums.add("sem_cls", F.cross_entropy(out["sem_scores"][b], cls, reduction="none"), positive)
+        positives += float(positive.float().mean())
+    t = {k: sums.mean(k) for k in ("vote", "objectness", "heading_cls", "heading_reg", "size_cls", "size_reg", "sem_cls")}
+    t["center"] = sums.mean("center_pred") + sums.mean("center_true")
     box = t["center"] + 0.1 * t["heading_cls"] + t["heading_reg"] + 0.1 * t["size_cls"] + t["size_reg"]
     total = 10 * (t["vote"] + 0.5 * t["objectness"] + box + 0.1 * t["sem_cls"])
-    return {"loss": total, "box": box, **t, "positive_share": torch.tensor(stats["positive"] / len(boxes))}
+    return {"loss": total, "box": box, **t, "positive_share": torch.tensor(positives / len(boxes))}

@@ -4,7 +4,8 @@ Each proposal becomes one box: centre, heading (the best bin plus its residual),
 size cluster plus its residual), class = the best class; score = objectness probability x class probability.
 Proposals whose objectness probability is below `min_score` are dropped (VoteNet's conf_thresh, 0.05; 0 keeps them
 all, which never lowers all-point AP: the extra boxes rank last), then greedy non-maximum suppression per class at
-3D IoU `nms_iou` (0.25, as VoteNet) removes duplicates.
+3D IoU `nms_iou` (0.25, as VoteNet) removes duplicates. VoteNet's evaluation then lists every kept box once per class
+(`per_class`), so a box whose class is uncertain still counts for the right one, at a lower score.
 """
 from __future__ import annotations
 
@@ -20,8 +21,9 @@ from ppkt.detection.coder import bin_to_angle
 
 @torch.no_grad()
 def proposals_to_boxes(out: Dict[str, Tensor], mean_size: Tensor, num_heading_bins: int, min_score: float = 0.05,
-                       nms_iou: float = 0.25, axis_aligned: bool = False) -> List[np.ndarray]:
-    """Per scene of the batch, the (K, 9) float64 boxes kept, best first."""
+                       nms_iou: float = 0.25, axis_aligned: bool = False, per_class: bool = False) -> List[np.ndarray]:
+    """Per scene of the batch, the (K, 9) float64 boxes kept, best first. per_class (VoteNet's per_class_proposal):
+    every box kept by NMS is given once for every class c, scored objectness probability x probability of c."""
     obj = torch.softmax(out["objectness"], dim=2)[..., 1]
     sem = torch.softmax(out["sem_scores"], dim=2)
     sem_prob, cls = sem.max(dim=2)
@@ -32,10 +34,17 @@ def proposals_to_boxes(out: Dict[str, Tensor], mean_size: Tensor, num_heading_bi
     size = (mean_size.to(residual)[scls] + residual).clamp_min(1e-3)
     rows = torch.cat([out["center"], size, heading[..., None], cls[..., None].to(size), (obj * sem_prob)[..., None]], 2)
     scenes = []
-    for r, o in zip(rows.double().cpu().numpy(), obj.cpu().numpy()):
-        r = r[o >= min_score]
-        kept = [r[c_rows][nms_3d(r[c_rows, :7], r[c_rows, 8], nms_iou, axis_aligned)]
-                for c_rows in (r[:, 7] == c for c in np.unique(r[:, 7]))]
-        r = np.concatenate(kept) if kept else np.zeros((0, 9))
-        scenes.append(r[np.argsort(-r[:, 8], kind="stable")])
+    for r, o, p in zip(rows.double().cpu().numpy(), obj.double().cpu().numpy(), sem.double().cpu().numpy()):
+        live, kept = np.nonzero(o >= min_score)[0], []
+        for c in np.unique(r[live, 7]):
+            of_c = live[r[live, 7] == c]
+            kept.extend(of_c[nms_3d(r[of_c, :7], r[of_c, 8], nms_iou, axis_aligned)])
+        kept = np.asarray(kept, dtype=np.int64)
+        boxes = r[kept]
+        if per_class:
+            c = p.shape[1]
+            boxes = np.repeat(boxes, c, axis=0)
+            boxes[:, 7] = np.tile(np.arange(c), len(kept))
+            boxes[:, 8] = (o[kept, None] * p[kept]).reshape(-1)
+        scenes.append(boxes[np.argsort(-boxes[:, 8], kind="stable")])
     return scenes

@@ -144,15 +144,22 @@ def find_samples(root: str | os.PathLike, limit: Optional[int] = None) -> Tuple[
     return [root / "depth" / f"{s}.mat" for s in stems], splits
 
 
-def write_splits(out: Path, splits: Dict[str, List[str]], converted: Sequence[str]) -> Dict[str, int]:
-    """``out/splits/<split>.txt`` (the converted ids, in idx-file order) and ``out/detection_classes.json``; counts."""
+def write_splits(out: Path, splits: Dict[str, List[str]], converted: Sequence[str], keep_empty: bool = False) -> Dict[str, int]:
+    """``out/splits/<split>.txt`` (the converted ids, in idx-file order; without the samples holding none of the 10
+    classes unless `keep_empty`, as VoteNet's extraction skips them) and ``out/detection_classes.json``; counts."""
     done, counts = set(converted), {}
     (out / "splits").mkdir(parents=True, exist_ok=True)
     for split, ids in splits.items():
         kept = [s for s in ids if s in done]
-        (out / "splits" / f"{split}.txt").write_text("".join(s + "\n" for s in kept))
-        counts[split] = len(kept)
         if len(kept) < len(ids):
             print(f"split {split}: {len(ids) - len(kept)} of {len(ids)} listed samples were not converted")
+        if not keep_empty:
+            empty = [s for s in kept if np.load(out / "scenes" / s / "boxes.npy").shape[0] == 0]
+            kept = [s for s in kept if s not in set(empty)]
+            if empty:
+                print(f"split {split}: {len(empty)} samples without any of the {len(SUNRGBD_CLASSES)} classes left out "
+                      "(as VoteNet; --keep-empty keeps them)")
+        (out / "splits" / f"{split}.txt").write_text("".join(s + "\n" for s in kept))
+        counts[split] = len(kept)
     write_json(out / "detection_classes.json", {"name": "sunrgbd10", "names": list(SUNRGBD_CLASSES)})
     return counts

@@ -79,7 +79,8 @@ def _train(cfg: DetectionConfig, device: torch.device, resume: bool, stop_after:
     train_scenes = all_train if cfg.data.label_fraction >= 1 else select_scenes(all_train, cfg.data.label_fraction, cfg.train.seed)
     names = [p.name for p in train_scenes]
     train_set = DetScenes(train_scenes, cfg.data.classes, cfg.data.voxel_size, train=True, augment=cfg.data.augment,
-                          max_voxels=cfg.data.max_voxels, seed=cfg.train.seed)
+                          max_voxels=cfg.data.max_voxels, seed=cfg.train.seed, rotation=cfg.data.rotation,
+                          scale=cfg.data.scale, flip_y=cfg.data.flip_y)
     classes = train_set.classes
     val_set = (DetScenes(list_scenes(cfg.data.root, cfg.data.val_split), classes, cfg.data.voxel_size, train=False)
                if cfg.data.val_split else None)
@@ -122,7 +123,8 @@ def _train(cfg: DetectionConfig, device: torch.device, resume: bool, stop_after:
 
     def evaluate(done: int, out_dir: Optional[Path]) -> Dict:
         e = cfg.eval
-        preds = predict_dataset(model, val_set, device, e.min_score, e.nms_iou, e.axis_aligned, progress=out_dir is not None)
+        preds = predict_dataset(model, val_set, device, e.min_score, e.nms_iou, e.axis_aligned, e.per_class,
+                                progress=out_dir is not None)
         truths = dict(zip((p.name for p in val_set.scenes), val_set.truth))
         if out_dir is not None:
             save_predictions(out_dir / "predictions", preds)

@@ -18,7 +18,10 @@ class DetectionDataConfig:
     voxel_size: float = 0.05  # metres
     max_voxels: Optional[int] = None  # training crop per scene (voxels; boxes less than half inside are dropped)
     label_fraction: float = 1.0  # share of the training scenes used (seeded by train.seed), in (0, 1]
-    augment: bool = True  # flips, rotation about z, scaling of points and boxes together
+    augment: bool = True  # flips, rotation about z, scaling of points and boxes together (training)
+    rotation: float = 0.5236  # radians: the rotation about z is uniform in [-rotation, rotation] (30 degrees)
+    scale: List[float] = field(default_factory=lambda: [0.85, 1.15])  # uniform isotropic scaling range
+    flip_y: bool = True  # also mirror y (x always): off for single views (SUN RGB-D), as VoteNet
 
 
 @dataclass
@@ -41,6 +44,7 @@ class DetectionEvalConfig:
     min_score: float = 0.05  # proposals of lower objectness probability are dropped before NMS (VoteNet's conf_thresh)
     nms_iou: float = 0.25  # per-class 3D NMS
     axis_aligned: bool = False  # IoU ignoring headings (ScanNet's boxes)
+    per_class: bool = True  # every kept box once per class, scored objectness x that class's probability (VoteNet)
     ply: bool = True  # the final evaluation writes predicted and true boxes as PLY meshes
 
 
@@ -59,6 +63,8 @@ def validate_detection(cfg: DetectionConfig) -> DetectionConfig:
     c.need(d.root.strip() != "", "data.root", "is empty; set it to the dataset folder")
     c.positive(d.voxel_size, "data.voxel_size")
     c.need(d.max_voxels is None or d.max_voxels >= 1, "data.max_voxels", f"must be null or >= 1, got {d.max_voxels}")
+    c.need(d.rotation >= 0, "data.rotation", f"must be >= 0 radians, got {d.rotation}")
+    c.need(len(d.scale) == 2 and 0 < d.scale[0] <= d.scale[1], "data.scale", f"must be [low, high], 0 < low <= high, got {d.scale}")
     c.need(0 < d.label_fraction <= 1, "data.label_fraction", f"must be in (0, 1], got {d.label_fraction}")
     check_student(m.arch, m.channels, c, "model")
     for key in ("num_heading_bins", "num_seeds", "num_proposals", "nsample"):

@@ -232,3 +232,32 @@ def test_proposals_decode_to_the_boxes_written_out_here():
     assert np.allclose(sorted(boxes.tolist(), key=lambda r: r[7])[0], want0, atol=1e-4)
     assert boxes[:, 7].tolist() == [0.0, 1.0] or boxes[:, 7].tolist() == [1.0, 0.0]
     assert len(proposals_to_boxes(out, mean_size, nh, min_score=0.0, nms_iou=0.25)[0]) == 3  # 2 now kept
+
+
+def test_per_class_listing_and_one_bin_heading_targets():
+    from ppkt.detection.loss import box_heading
+    from ppkt.detection.predict import proposals_to_boxes
+
+    out = {"objectness": torch.tensor([[[0.0, 2.0], [0.0, 1.0]]]), "center": torch.tensor([[[0.0, 0, 0], [3.0, 0, 0]]]),
+           "heading_scores": torch.zeros(1, 2, 1), "heading_residuals": torch.zeros(1, 2, 1),
+           "size_scores": torch.zeros(1, 2, 3), "size_residuals": torch.zeros(1, 2, 3, 3),
+           "sem_scores": torch.tensor([[[2.0, 0.0, -1.0], [0.0, 1.0, 0.5]]])}
+    boxes = proposals_to_boxes(out, torch.ones(3, 3), 1, min_score=0.0, per_class=True)[0]
+    obj = torch.softmax(out["objectness"][0], 1)[:, 1]
+    sem = torch.softmax(out["sem_scores"][0], 1)
+    want = sorted((float(obj[i] * sem[i, c]), c) for i in range(2) for c in range(3))[::-1]
+    assert [(round(s, 6), int(c)) for s, c in zip(boxes[:, 8], boxes[:, 7])] == [(round(s, 6), c) for s, c in want]
+    # one heading bin (axis-aligned boxes): a mirrored heading-0 box (heading pi) is the same box, target 0
+    angles = torch.tensor([math.pi, -math.pi, math.pi / 2 + 0.1, 0.2])
+    assert torch.allclose(box_heading(angles, 1), torch.tensor([0.0, 0.0, -math.pi / 2 + 0.1, 0.2]), atol=1e-6)
+    assert torch.equal(box_heading(angles, 12), angles)
+
+
+def test_augmentation_without_the_y_mirror_keeps_y():
+    from ppkt.detection.augment import random_augment
+
+    rng = np.random.default_rng(0)
+    pts, boxes = rng.uniform(-2, 2, (50, 3)), np.array([[0.5, 0.7, 0.2, 1, 1, 1, 0.3]])
+    for seed in range(20):
+        p, b = random_augment(pts, boxes, np.random.default_rng(seed), rotation=0.0, scale_range=(1, 1), mirror_y=False)
+        assert np.allclose(p[:, 1], pts[:, 1]) and np.allclose(b[:, 1], boxes[:, 1])

@@ -134,7 +134,12 @@ def test_cli_writes_scenes_splits_and_classes_and_reports_missing_samples(tmp_pa
     out = tmp_path / "out"
     args = ["prepare", "sunrgbd", str(root), "--out", str(out), "--workers", "2"]
     assert cli_main(args) == 0
-    assert "3 samples: 3 converted, 0 already done, 0 failed" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "3 samples: 3 converted, 0 already done, 0 failed" in printed
+    # 000002 holds none of the 10 classes: converted, but left out of the split (as VoteNet), unless --keep-empty
+    assert "split train: 1 samples without any of the 10 classes left out" in printed
+    assert (out / "splits" / "train.txt").read_text() == "000001\n"
+    assert cli_main([*args, "--keep-empty"]) == 0
     assert (out / "splits" / "train.txt").read_text() == "000001\n000002\n"
     assert (out / "splits" / "val.txt").read_text() == "005051\n"
     assert [p.name for p in list_scenes(out, "train")] == ["000001", "000002"]
