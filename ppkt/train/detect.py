@@ -16,11 +16,12 @@ from typing import Dict, Optional
 
 import numpy as np
 import torch
+from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 
 from ppkt.atomic import atomic_path
 from ppkt.checkpoint import CheckpointError, load_checkpoint, load_state_strict, save_atomic
-from ppkt.config import ConfigError, config_to_dict, config_to_yaml
+from ppkt.config import config_to_dict, config_to_yaml
 from ppkt.data.scenes import list_scenes, select_scenes
 from ppkt.detection.coder import mean_sizes
 from ppkt.detection.dataset import DetScenes, collate_detection
@@ -30,7 +31,7 @@ from ppkt.detection.votenet import VoteNet
 from ppkt.models.segmentor import load_backbone
 from ppkt.progress import Progress
 from ppkt.train.detect_config import DetectionConfig, validate_detection
-from ppkt.train.distributed import training_process
+from ppkt.train.distributed import Dist, training_process
 from ppkt.train.interrupt import StopRequest
 from ppkt.train.logging import IterationTimer, MetricsLog, plot_loss_curve
 from ppkt.train.run_dir import FINETUNE_SAFE_KEYS, check_resume, start_run
@@ -63,13 +64,14 @@ def finetune_detection(cfg: DetectionConfig, resume: bool = False, stop_after: O
     out = Path(cfg.train.out_dir)
     start_run(out, out / "checkpoints" / "last.pt", resume, overwrite, "finetune --task detection")
     with StopRequest() as stop_request, training_process(cfg.train.device, cfg.train.threads) as (d, device):
-        if d.world_size > 1:
-            raise ConfigError("detection fine-tuning runs in one process for now (DistributedDataParallel is "
-                              "segmentation only); start it without torchrun")
-        return _train(cfg, device, resume, stop_after, stop_request)
+        return _train(cfg, d, device, resume, stop_after, stop_request)
 
 
-def _train(cfg: DetectionConfig, device: torch.device, resume: bool, stop_after: Optional[int], stop_request) -> Path:
+def _train(cfg: DetectionConfig, d: Dist, device: torch.device, resume: bool, stop_after: Optional[int],
+           stop_request) -> Path:
+    """Under torchrun every process trains on its share of each batch (DistributedDataParallel); the first one logs,
+    validates and saves."""
+    say = print if d.main else (lambda *a, **k: None)
     out = Path(cfg.train.out_dir)
     ckpt_path, best_path = out / "checkpoints" / "last.pt", out / "checkpoints" / "best.pt"
     state = load_checkpoint(ckpt_path, DETECTION_FORMAT) if resume else None
@@ -101,18 +103,19 @@ def _train(cfg: DetectionConfig, device: torch.device, resume: bool, stop_after:
         opt.load_state_dict(state["optimizer"])
         sched.load_state_dict(state["scheduler"])
         start, best = int(state["iteration"]), dict(state["best"])
-        print(f"resuming {ckpt_path} at iteration {start}")
+        say(f"resuming {ckpt_path} at iteration {start}")
     elif cfg.model.pretrained:
-        print(load_backbone(model, cfg.model.pretrained).summary())
+        say(load_backbone(model, cfg.model.pretrained).summary())
     else:
-        print("training from scratch (no model.pretrained / --pretrained given)")
-    out.mkdir(parents=True, exist_ok=True)
-    if state is None:
+        say("training from scratch (no model.pretrained / --pretrained given)")
+    if d.main:
+        out.mkdir(parents=True, exist_ok=True)
+    if state is None and d.main:
         (out / "config.yaml").write_text(config_to_yaml(cfg))
         with atomic_path(out / "train_scenes.txt") as tmp:
             tmp.write_text("".join(n + "\n" for n in names))
     boxes = sum(len(t) for t in train_set.truth)
-    print(f"detection: training on {len(names)} of {len(all_train)} scenes ({boxes} boxes), validating on "
+    say(f"detection: training on {len(names)} of {len(all_train)} scenes ({boxes} boxes), validating on "
           f"{len(val_set) if val_set else 0}; {classes.num_classes} classes ({classes.name})")
 
     def checkpoint(done: int) -> dict:
@@ -137,19 +140,27 @@ def _train(cfg: DetectionConfig, device: torch.device, resume: bool, stop_after:
         return s
 
     stop = cfg.train.iterations if stop_after is None else min(cfg.train.iterations, stop_after)
-    sampler = IterationBatchSampler(len(train_set), cfg.train.batch_size, cfg.train.seed, start, stop)
+    sampler = IterationBatchSampler(len(train_set), cfg.train.batch_size, cfg.train.seed, start, stop, d.rank, d.world_size)
     loader = DataLoader(train_set, batch_sampler=sampler, collate_fn=collate_detection, num_workers=cfg.train.workers,
                         worker_init_fn=one_thread_worker)
-    log = MetricsLog(out, start)
+    net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None) \
+        if d.world_size > 1 else model
+    log = MetricsLog(out, start) if d.main else None
+
+    def save(done: int) -> None:
+        if d.main:
+            save_atomic(checkpoint(done), ckpt_path)
+        d.barrier()
+
     if start:
         stop_request.already_saved = f"the checkpoint of iteration {start} ({ckpt_path})"
     timer, t_last = IterationTimer(), time.perf_counter()
     model.train()
-    with Progress(cfg.train.iterations, "detection", initial=start) as progress:
+    with Progress(cfg.train.iterations, "detection", initial=start, enabled=d.main) as progress:
         for it, batch in zip(range(start, stop), loader):
             timer.batch_ready()
             batch = batch.to(device)
-            terms = votenet_loss(model(batch.feats, batch.coords, batch.xyz, batch.offsets), batch.boxes,
+            terms = votenet_loss(net(batch.feats, batch.coords, batch.xyz, batch.offsets), batch.boxes,
                                  model.mean_size, model.num_heading_bins)
             loss = terms["loss"]
             if not math.isfinite(loss.item()):
@@ -162,30 +173,35 @@ def _train(cfg: DetectionConfig, device: torch.device, resume: bool, stop_after:
             timer.step_done()
             progress.update(1)
             done = it + 1
-            if done % cfg.train.log_every == 0 or done == stop or it == start:
+            if d.main and (done % cfg.train.log_every == 0 or done == stop or it == start):
                 now = time.perf_counter()
                 log.log(done, {**{k: float(v.detach()) for k, v in terms.items()}, "lr": lr, "s_per_it": (now - t_last), **timer.report()})
                 t_last = now
                 progress.report(done, loss=loss.item(), lr=lr)
             if val_set is not None and cfg.train.eval_every and done % cfg.train.eval_every == 0 and done < cfg.train.iterations:
-                s = evaluate(done, None)
-                progress.write(f"iteration {done}: {cfg.data.val_split} mAP@0.25 {100 * s['mAP@0.25']:.2f}  "
-                               f"mAP@0.5 {100 * s['mAP@0.5']:.2f}")
+                if d.main:
+                    s = evaluate(done, None)
+                    progress.write(f"iteration {done}: {cfg.data.val_split} mAP@0.25 {100 * s['mAP@0.25']:.2f}  "
+                                   f"mAP@0.5 {100 * s['mAP@0.5']:.2f}")
+                d.barrier()
             saved_now = done % cfg.train.checkpoint_every == 0 or done == stop
             if saved_now:
-                save_atomic(checkpoint(done), ckpt_path)
-            stop_request.after_iteration(done, stop, cfg.train.iterations, saved_now, lambda i: save_atomic(checkpoint(i), ckpt_path),
-                                         ckpt_path, f"ppkt finetune --task detection --config {out / 'config.yaml'} --resume",
-                                         device, log.close)
+                save(done)
+            stop_request.after_iteration(done, stop, cfg.train.iterations, saved_now, save, ckpt_path,
+                                         f"ppkt finetune --task detection --config {out / 'config.yaml'} --resume",
+                                         device, log.close if d.main else lambda: None)
             timer.iteration_done()
-    if stop == cfg.train.iterations and val_set is not None:
-        s = evaluate(stop, out / "eval")
-        save_atomic(checkpoint(stop), ckpt_path)
-        print(format_ap_table(s))
-    log.close()
-    plot_loss_curve(out / "metrics.jsonl", out / "loss_curve.png", title="fine-tuning (3D detection, VoteNet)",
-                    ylabel="VoteNet loss", smooth=True)
-    print(f"checkpoint: {ckpt_path}\nmetrics: {out / 'metrics.jsonl'}" + (f"\nevaluation: {out / 'eval'}" if (out / "eval").is_dir() else ""))
+    if d.main:
+        if stop == cfg.train.iterations and val_set is not None:
+            s = evaluate(stop, out / "eval")
+            save_atomic(checkpoint(stop), ckpt_path)
+            print(format_ap_table(s))
+        log.close()
+        plot_loss_curve(out / "metrics.jsonl", out / "loss_curve.png", title="fine-tuning (3D detection, VoteNet)",
+                        ylabel="VoteNet loss", smooth=True)
+        print(f"checkpoint: {ckpt_path}\nmetrics: {out / 'metrics.jsonl'}"
+              + (f"\nevaluation: {out / 'eval'}" if (out / "eval").is_dir() else ""))
+    d.barrier()
     return out
 
 
