@@ -116,7 +116,7 @@ def _train(cfg: DetectionConfig, d: Dist, device: torch.device, resume: bool, st
             tmp.write_text("".join(n + "\n" for n in names))
     boxes = sum(len(t) for t in train_set.truth)
     say(f"detection: training on {len(names)} of {len(all_train)} scenes ({boxes} boxes), validating on "
-          f"{len(val_set) if val_set else 0}; {classes.num_classes} classes ({classes.name})")
+        f"{len(val_set) if val_set else 0}; {classes.num_classes} classes ({classes.name})")
 
     def checkpoint(done: int) -> dict:
         return {"format": DETECTION_FORMAT, "version": 1, "iteration": done, "config": config_to_dict(cfg),
