@@ -98,6 +98,21 @@ def predict_dataset(model, dataset: DetScenes, device: torch.device, min_score: 
     return preds
 
 
+def evaluate_detector(model, dataset: DetScenes, device: torch.device, e, out_dir: Optional[Path], split: str,
+                      ply: bool = True, progress: bool = True) -> Dict[str, Any]:
+    """Predict every scene of `dataset` with eval settings `e` (DetectionEvalConfig) and score them against the
+    dataset's boxes; with out_dir, also write predictions/<scene>.npy, metrics.json and (ply) the box PLYs."""
+    from ppkt.train.evaluate import class_colors
+
+    preds = predict_dataset(model, dataset, device, e.min_score, e.nms_iou, e.axis_aligned, e.per_class, progress)
+    if out_dir is not None:
+        save_predictions(Path(out_dir) / "predictions", preds)
+    truths = dict(zip((p.name for p in dataset.scenes), dataset.truth))
+    names = dataset.classes.names
+    return score(preds, truths, names, out_dir, split, e.axis_aligned,
+                 class_colors(len(names)) if (out_dir is not None and ply) else None)
+
+
 def read_prediction_dir(folder: str | Path, scenes: Sequence[str], num_classes: int) -> Dict[str, np.ndarray]:
     """{scene: (K, 9)} from DIR/<scene>.npy; UserError naming a file of the wrong shape or classes."""
     folder = Path(folder)
@@ -152,7 +167,7 @@ def evaluate_detection_checkpoint(checkpoint: str | Path, data: Optional[str | P
                                   out: Optional[str | Path] = None, device: str = "auto", ply: bool = True) -> Dict[str, Any]:
     """Run a `ppkt finetune --task detection` checkpoint on `split` of `data` (default: its training root)."""
     from ppkt.data.scenes import list_scenes
-    from ppkt.train.detect import class_palette, load_detector
+    from ppkt.train.detect import load_detector
     from ppkt.train.distributed import flush_denormals, pick_device
     from ppkt.train.evaluate import default_eval_dir
 
@@ -161,12 +176,8 @@ def evaluate_detection_checkpoint(checkpoint: str | Path, data: Optional[str | P
     dataset = DetScenes(list_scenes(data if data is not None else cfg.data.root, split), classes, cfg.data.voxel_size,
                         train=False)
     out = Path(out) if out is not None else default_eval_dir(checkpoint, split)
-    e = cfg.eval
     with flush_denormals(dev):
-        preds = predict_dataset(model, dataset, dev, e.min_score, e.nms_iou, e.axis_aligned, e.per_class)
-    save_predictions(out / "predictions", preds)
-    truths = dict(zip((p.name for p in dataset.scenes), dataset.truth))
-    result = score(preds, truths, classes.names, out, split, e.axis_aligned, class_palette(classes.num_classes) if ply else None)
+        result = evaluate_detector(model, dataset, dev, cfg.eval, out, split, ply)
     result.update(checkpoint=str(checkpoint), iteration=int(state["iteration"]), out_dir=str(out))
     write_json(out / "metrics.json", result)
     return result

@@ -14,7 +14,6 @@ import time
 from pathlib import Path
 from typing import Dict, Optional
 
-import numpy as np
 import torch
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
@@ -25,7 +24,7 @@ from ppkt.config import config_to_dict, config_to_yaml
 from ppkt.data.scenes import list_scenes, select_scenes
 from ppkt.detection.coder import mean_sizes
 from ppkt.detection.dataset import DetScenes, collate_detection
-from ppkt.detection.evaluate import format_ap_table, predict_dataset, save_predictions, score
+from ppkt.detection.evaluate import evaluate_detector, format_ap_table
 from ppkt.detection.loss import votenet_loss
 from ppkt.detection.votenet import VoteNet
 from ppkt.models.segmentor import load_backbone
@@ -49,12 +48,6 @@ def build_detector(cfg: DetectionConfig, num_classes: int, mean_size) -> VoteNet
         if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
             module.momentum = m.bn_momentum
     return model
-
-
-def class_palette(num_classes: int) -> np.ndarray:
-    from ppkt.train.evaluate import class_colors
-
-    return class_colors(num_classes)
 
 
 def finetune_detection(cfg: DetectionConfig, resume: bool = False, stop_after: Optional[int] = None,
@@ -125,14 +118,8 @@ def _train(cfg: DetectionConfig, d: Dist, device: torch.device, resume: bool, st
                 "scheduler": sched.state_dict(), "best": best}
 
     def evaluate(done: int, out_dir: Optional[Path]) -> Dict:
-        e = cfg.eval
-        preds = predict_dataset(model, val_set, device, e.min_score, e.nms_iou, e.axis_aligned, e.per_class,
-                                progress=out_dir is not None)
-        truths = dict(zip((p.name for p in val_set.scenes), val_set.truth))
-        if out_dir is not None:
-            save_predictions(out_dir / "predictions", preds)
-        s = score(preds, truths, classes.names, out_dir, cfg.data.val_split, e.axis_aligned,
-                  class_palette(classes.num_classes) if (out_dir is not None and e.ply) else None)
+        s = evaluate_detector(model, val_set, device, cfg.eval, out_dir, cfg.data.val_split, cfg.eval.ply,
+                              progress=out_dir is not None)
         log.log(done, {"val_map25": s["mAP@0.25"], "val_map50": s["mAP@0.5"]})
         if s["mAP@0.25"] > best["map25"]:
             best.update(iteration=done, map25=s["mAP@0.25"])
