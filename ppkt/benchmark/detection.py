@@ -14,7 +14,8 @@ from pathlib import Path
 from typing import Optional
 
 from ppkt.benchmark.results import Results
-from ppkt.benchmark.transfer import CONFIGS, Cell, Plan, provenance, stage_finetune, stage_pretrain, stage_world
+from ppkt.benchmark.transfer import (CONFIGS, Cell, Plan, finetune_job, provenance, stage_finetune, stage_pretrain,
+                                     stage_world)
 
 STAGE, SCORE = "detection", "map25"
 DET_FULL = Cell("det_full", "detection, 100 % of the scenes", (), 1.0)
@@ -47,17 +48,8 @@ def detection_config(plan: Plan, world: Path, cell: Cell, seed: int, backbone: O
 
 def detection_jobs(plan: Plan, results: Results, world: Path, backbone: Path, cell: Cell, seed: int) -> list:
     """The runs of one seed of a cell not yet in results: (name, settings, config, labels) each."""
-    from ppkt.train.run_dir import run_settings
-
-    jobs = []
-    for init, weights in (("scratch", None), ("ppkt", backbone)):
-        cfg = detection_config(plan, world, cell, seed, weights, init)
-        name = f"{STAGE}/{cell.key}/{init}_s{seed}"
-        settings = run_settings(cfg, {"world": world / "dataset.json", **({"backbone": weights} if weights else {})})
-        if results.get(name, settings) is None:
-            jobs.append((name, settings, cfg, {"stage": STAGE, "cell": cell.key, "title": cell.title,
-                                               "labels": cell.labels, "init": init, "seed": seed}))
-    return jobs
+    return [job for init, weights in (("scratch", None), ("ppkt", backbone))
+            for job in finetune_job(plan, results, world, cell, seed, init, weights, detection_config, STAGE)]
 
 
 def run_detection(cfg) -> dict:

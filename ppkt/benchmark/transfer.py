@@ -227,16 +227,19 @@ def pair_jobs(plan: Plan, results: Results, world: Path, backbone: Path, cell: C
 
 
 def finetune_job(plan: Plan, results: Results, world: Path, cell: Cell, seed: int, init: str,
-                 weights: Optional[Path]) -> list:
-    """[(name, settings, config, labels)] of the run "<cell>/<init>_s<seed>" when results lacks it, else []."""
+                 weights: Optional[Path], config: Callable = None, stage: str = "finetune") -> list:
+    """[(name, settings, config, labels)] of the run "<cell>/<init>_s<seed>" ("<stage>/<cell>/..." for another stage)
+    when results lacks it, else []; its config is config(plan, world, cell, seed, weights, init) (default
+    `finetune_config`)."""
     from ppkt.train.run_dir import run_settings
 
-    cfg = finetune_config(plan, world, cell, seed, weights, init)
+    cfg = (config or finetune_config)(plan, world, cell, seed, weights, init)
     inputs = {"world": world / "dataset.json", **({"backbone": weights} if weights else {})}
-    name, settings = f"{cell.key}/{init}_s{seed}", run_settings(cfg, inputs)
+    name = f"{cell.key}/{init}_s{seed}" if stage == "finetune" else f"{stage}/{cell.key}/{init}_s{seed}"
+    settings = run_settings(cfg, inputs)
     if results.get(name, settings) is not None:
         return []
-    return [(name, settings, cfg, {"stage": "finetune", "cell": cell.key, "title": cell.title, "labels": cell.labels,
+    return [(name, settings, cfg, {"stage": stage, "cell": cell.key, "title": cell.title, "labels": cell.labels,
                                    "init": init, "seed": seed})]
 
 
