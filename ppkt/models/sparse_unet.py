@@ -26,12 +26,22 @@ from torch import Tensor, nn
 from ppkt.models.catalog import DEFAULT_CHANNELS, SR_UNET_LAYERS
 from ppkt.models.spconv_cpu import default_conv_algo, spconv
 
-__all__ = ["SparseResUNet", "BasicBlock", "build_sparse_unet", "SR_UNET_LAYERS", "DEFAULT_CHANNELS"]
+__all__ = ["SparseResUNet", "BasicBlock", "set_bn_momentum", "build_sparse_unet", "SR_UNET_LAYERS", "DEFAULT_CHANNELS"]
 
 
 
 def _bn(channels: int) -> nn.BatchNorm1d:
     return nn.BatchNorm1d(channels, eps=1e-3, momentum=0.01)
+
+
+def set_bn_momentum(model: nn.Module, momentum: float) -> nn.Module:
+    """Set the running-statistics momentum of every batch norm in `model` (in place; returns it). Fine-tuning uses
+    0.1: at the pretraining's 0.01 the statistics follow the weights ~100 iterations late, and a short run ends
+    with statistics that still hold 0.99^n of their start (pretrained, or (0, 1) from scratch)."""
+    for module in model.modules():
+        if isinstance(module, nn.modules.batchnorm._BatchNorm):
+            module.momentum = momentum
+    return model
 
 
 class BasicBlock(spconv.SparseModule):

@@ -28,6 +28,7 @@ from ppkt.detection.evaluate import evaluate_detector, format_ap_table
 from ppkt.detection.loss import votenet_loss
 from ppkt.detection.votenet import VoteNet
 from ppkt.models.segmentor import load_backbone
+from ppkt.models.sparse_unet import set_bn_momentum
 from ppkt.progress import Progress
 from ppkt.train.detect_config import DetectionConfig, validate_detection
 from ppkt.train.distributed import Dist, training_process
@@ -44,10 +45,7 @@ def build_detector(cfg: DetectionConfig, num_classes: int, mean_size) -> VoteNet
     m = cfg.model
     model = VoteNet(m.arch, num_classes, torch.as_tensor(mean_size), m.channels, 3, m.num_heading_bins, m.num_seeds,
                     m.num_proposals, m.radius, m.nsample)
-    for module in model.modules():
-        if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
-            module.momentum = m.bn_momentum
-    return model
+    return set_bn_momentum(model, m.bn_momentum)
 
 
 def finetune_detection(cfg: DetectionConfig, resume: bool = False, stop_after: Optional[int] = None,

@@ -27,6 +27,7 @@ from ppkt.config import config_to_dict, config_to_yaml
 from ppkt.data.scenes import (ClassSet, SceneError, SegScenes, collate_scenes, get_class_set, list_scenes, scene_classes,
                               select_scenes, select_scenes_stratified)
 from ppkt.models.segmentor import Segmentor, load_backbone
+from ppkt.models.sparse_unet import set_bn_momentum
 from ppkt.progress import Progress
 from ppkt.train.distributed import Dist, training_process
 from ppkt.train.evaluate import FINETUNE_FORMAT, class_colors, evaluate_model
@@ -61,7 +62,8 @@ def select_training_scenes(cfg: FinetuneConfig, scenes: List[Path], classes: Cla
 
 def build_model(cfg: FinetuneConfig, num_classes: int, device: torch.device) -> Segmentor:
     """The Segmentor of model.arch / channels, initialised from torch's seed; backbone frozen for model.freeze_backbone."""
-    model = Segmentor(cfg.model.arch, num_classes, 3, cfg.model.channels).to(device)
+    model = set_bn_momentum(Segmentor(cfg.model.arch, num_classes, 3, cfg.model.channels), cfg.model.bn_momentum)
+    model = model.to(device)
     return model.freeze_backbone() if cfg.model.freeze_backbone else model
 
 

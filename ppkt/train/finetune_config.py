@@ -29,6 +29,7 @@ class FinetuneModelConfig:
     channels: Optional[List[int]] = None  # None = (32, 64, 128, 256, 256, 128, 96, 96)
     pretrained: Optional[str] = None  # ppkt-backbone export to start from (also --pretrained); None = scratch
     freeze_backbone: bool = False  # linear probe: only the head trains; backbone weights fixed, its BN statistics adapt
+    bn_momentum: float = 0.01  # running-statistics momentum of every batch norm (the pretraining's 0.01 by default)
 
 
 @dataclass
@@ -83,6 +84,7 @@ def validate_finetune(cfg: FinetuneConfig) -> FinetuneConfig:
     c.need(not (frozen is True and o.head_lr == 0), "model.freeze_backbone",
            "freezes the backbone and optim.head_lr is 0: nothing would train; set optim.head_lr > 0 (or null = optim.lr)")
     c.choice(o.name, ("sgd", "adamw"), "optim.name")
+    c.need(0 < cfg.model.bn_momentum <= 1, "model.bn_momentum", f"must be in (0, 1], got {cfg.model.bn_momentum}")
     c.positive(o.lr, "optim.lr")
     c.need(o.head_lr is None or o.head_lr >= 0, "optim.head_lr", f"must be null or >= 0, got {o.head_lr}")
     c.need(0 <= o.momentum < 1, "optim.momentum", f"must be in [0, 1), got {o.momentum}")

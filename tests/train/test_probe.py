@@ -128,3 +128,27 @@ def test_a_probe_with_nothing_to_train_is_refused_before_any_work(tmp_path):
     with pytest.raises(ConfigError, match="nothing would train"):
         finetune(tiny_config(tmp_path / "data", tmp_path / "run", "model.freeze_backbone=true", "optim.head_lr=0"))
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("momentum", [0.01, 0.1])
+def test_batch_norm_momentum_of_fine_tuning_sets_every_running_statistic_update(tmp_path, one_thread, momentum):
+    """model.bn_momentum: every batch norm of the segmentor; one training forward moves the stem's running mean
+    from 0 to momentum * (the batch mean of its input)."""
+    data = tiny_dataset(tmp_path / "data")
+    model = build_model(tiny_config(data, tmp_path / "run", f"model.bn_momentum={momentum}"), len(NAMES),
+                        torch.device("cpu"))
+    norms = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm1d)]
+    assert len(norms) > 10 and {m.momentum for m in norms} == {momentum}
+    stem_bn = model.backbone.conv_input[1]
+    seen = []
+    hook = stem_bn.register_forward_pre_hook(lambda _, args: seen.append(args[0].detach().clone()))
+    batch = batches(data, 1)[0]
+    model.train()(batch.feats, batch.coords, batch.batch_size)
+    hook.remove()
+    torch.testing.assert_close(stem_bn.running_mean, momentum * seen[0].mean(0))
+
+
+def test_batch_norm_momentum_out_of_range_is_a_config_error(tmp_path):
+    cfg = tiny_config(tiny_dataset(tmp_path / "data"), tmp_path / "run", "model.bn_momentum=0")
+    with pytest.raises(ConfigError, match="model.bn_momentum"):
+        validate_finetune(cfg)
