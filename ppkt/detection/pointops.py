@@ -1,21 +1,33 @@
 """PointNet++'s point operations in plain PyTorch (CPU or GPU): farthest-point sampling, ball query and grouping,
-as VoteNet uses them (seeds from the backbone's voxels, proposals from the votes)."""
+as VoteNet uses them (seeds from the backbone's voxels, proposals from the votes). Farthest-point sampling of CPU
+tensors runs in `fpsample` (compiled, ~4x faster; the same points in the same order, except that among equally far
+points it may pick another than the lowest index) where it is installed."""
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch import Tensor
+
+try:
+    import fpsample
+except ImportError:  # no wheel for this Python / platform: the PyTorch loop below does the same
+    fpsample = None
 
 
 def farthest_point_sample(xyz: Tensor, k: int, start: int = 0) -> Tensor:
     """(k,) int64 indices of `xyz` (N, 3), or (B, k) of a batch (B, N, 3) in one pass: `start` first, then each next
-    point the one farthest from those chosen (Euclidean; ties: the lowest index). With k >= N, all N points in that
-    order and then the first again. A batch of clouds of different sizes: pad each with copies of its point
-    `start`, which are never chosen before all its points are."""
+    point the one farthest from those chosen (Euclidean; ties: the lowest index in the PyTorch loop, any of them in
+    fpsample). With k >= N, all N points in that order and then the first again. A batch of clouds of different
+    sizes: pad each with copies of its point `start`, which are never chosen before all its points are."""
     single = xyz.dim() == 2
     x = xyz[None] if single else xyz
     b, n, _ = x.shape
     if n == 0:
         raise ValueError("farthest_point_sample: no points")
+    if fpsample is not None and x.device.type == "cpu" and k < n:
+        pts = x.detach().to(torch.float32).numpy()
+        chosen = torch.from_numpy(np.stack([fpsample.fps_sampling(p, k, start_idx=start) for p in pts]).astype(np.int64))
+        return chosen[0] if single else chosen
     rows = torch.arange(b, device=x.device)
     chosen = torch.empty(b, k, dtype=torch.long, device=x.device)
     dist = torch.full((b, n), float("inf"), dtype=x.dtype, device=x.device)
