@@ -29,7 +29,10 @@ class FinetuneModelConfig:
     channels: Optional[List[int]] = None  # None = (32, 64, 128, 256, 256, 128, 96, 96)
     pretrained: Optional[str] = None  # ppkt-backbone export to start from (also --pretrained); None = scratch
     freeze_backbone: bool = False  # linear probe: only the head trains; backbone weights fixed, its BN statistics adapt
-    bn_momentum: float = 0.01  # running-statistics momentum of every batch norm (the pretraining's 0.01 by default)
+    # running-statistics momentum of every batch norm. The SR-UNet pretrains at 0.01, whose statistics follow the weights
+    # ~100 iterations late: in a 240-iteration run they still held 9 % of their start, which cost scratch ~3 mIoU
+    # (docs/transfer_benchmark.md); 0.1 is torch's default and MinkowskiEngine's
+    bn_momentum: float = 0.1
 
 
 @dataclass
