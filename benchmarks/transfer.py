@@ -20,9 +20,9 @@ from ppkt.benchmark.results import Results
 from ppkt.benchmark.transfer import FULL, NARROW, PROBE, TARGET_HALFWIDTH, Plan, limited_points, run, scene_fraction
 
 ROOT = Path(__file__).resolve().parents[1]
-HISTORY = ("Earlier runs are in `docs/transfer_history.md`: the first benchmark, and this one with a student twice as "
-           "wide (session 5: with all labels it gained +5.7 [+2.9, +8.6] where the narrow student shows no effect "
-           "beyond the interval; the other verdicts agree).")
+HISTORY = ("Earlier runs are in `docs/transfer_history.md`: the first benchmark; this one before fine-tuning's batch-norm "
+           "momentum became 0.1 (session 6: at the pretraining's 0.01 no cell's scratch converged, and with all labels "
+           "scratch ended ~2 points lower); and one with a student twice as wide (session 5, also at 0.01).")
 
 
 def main() -> None:
