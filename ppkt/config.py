@@ -177,9 +177,9 @@ def check_augment(a: AugmentConfig, c: Checks) -> None:
 
 
 def check_teacher(t: TeacherConfig, c: Checks) -> None:
-    from ppkt.models.catalog import TEACHER_ARCHS, teacher_stages
+    from ppkt.models.catalog import TEACHER_ARCHS, teacher_key, teacher_stages
 
-    arch = t.arch.lower().replace("-", "_")
+    arch = teacher_key(t.arch)
     c.choice(arch, TEACHER_ARCHS, "teacher.arch")
     if arch in TEACHER_ARCHS and t.stage is not None:
         c.choice(t.stage, teacher_stages(arch), "teacher.stage")
@@ -222,12 +222,14 @@ LOSSES = ("ppnce", "pointcontrast", "ppkd", "global_kd", "gupta", "crd")
 
 def check_baselines(cfg: "PretrainConfig", c: Checks) -> None:
     """What the baselines need from the teacher section."""
+    from ppkt.models.catalog import teacher_key
+
     name, t = cfg.loss.name, cfg.teacher
     if name == "ppkd":
         c.need(t.weights not in ("imagenet", "none"), "teacher.weights", "loss.name=ppkd needs a 2D segmentation "
                "teacher: the file `ppkt teacher train` writes (e.g. runs/teacher2d/teacher.pt)")
     if name == "global_kd":
-        c.need(t.arch.lower().replace("-", "_") == "efficientnet_lite0", "teacher.arch",
+        c.need(teacher_key(t.arch) == "efficientnet_lite0", "teacher.arch",
                f"loss.name=global_kd distils EfficientNet-Lite0's ImageNet logits; set teacher.arch=efficientnet_lite0 "
                f"(got {t.arch})")
     if name in ("ppkd", "global_kd"):

@@ -16,6 +16,11 @@ DEFAULT_CHANNELS = (32, 64, 128, 256, 256, 128, 96, 96)
 PROJECTIONS: tuple[str, ...] = ("upl", "pl")  # g2D: 1x1 conv + bilinear upsampling, or 1x1 conv only
 
 
+def teacher_key(arch: str) -> str:
+    """A 2D architecture's name as ppkt spells it: lower case, "_" for "-" ("EfficientNet-Lite0" -> "efficientnet_lite0")."""
+    return arch.lower().replace("-", "_")
+
+
 def teacher_stages(arch: str) -> tuple[str, ...]:
     """Stage names a teacher arch can be cut after (the last one is the default)."""
-    return EFFNET_STAGES if arch.lower().replace("-", "_") == "efficientnet_lite0" else RESNET_STAGES
+    return EFFNET_STAGES if teacher_key(arch) == "efficientnet_lite0" else RESNET_STAGES

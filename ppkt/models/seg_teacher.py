@@ -16,6 +16,7 @@ import torchvision
 from torch import Tensor, nn
 
 from ppkt.imagenet import IMAGENET_MEAN, IMAGENET_STD
+from ppkt.models.catalog import teacher_key
 from ppkt.models.teacher import TEACHER_CKPT_FORMAT, build_teacher
 from ppkt.checkpoint import CheckpointError, load_checkpoint, load_state_strict
 from ppkt.teacher2d_defaults import SEG_ARCHS
@@ -84,7 +85,7 @@ class SegTeacher(nn.Module):
     def __init__(self, arch: str = "resnet18", num_classes: int = 2, backbone_weights: str = "none",
                  mid_channels: int = 128):
         super().__init__()
-        arch = arch.lower().replace("-", "_")
+        arch = teacher_key(arch)
         if arch not in SEG_ARCHS:
             raise ValueError(f"Unknown segmentation teacher arch '{arch}'; choose one of {SEG_ARCHS}.")
         if int(num_classes) < 1:

@@ -20,7 +20,7 @@ from torch import Tensor, nn
 from ppkt.checkpoint import compare_state_dicts
 from ppkt.errors import UserError
 from ppkt.imagenet import IMAGENET_MEAN, IMAGENET_STD
-from ppkt.models.catalog import EFFNET_STAGES, RESNET_STAGES, TEACHER_ARCHS, teacher_stages
+from ppkt.models.catalog import EFFNET_STAGES, RESNET_STAGES, TEACHER_ARCHS, teacher_key, teacher_stages
 
 
 
@@ -325,7 +325,7 @@ def build_teacher(arch: str = "resnet50", weights: str = "imagenet", stage: str 
     or "none" (random init).  stage: "layer1".."layer4" for ResNets, "stage1".."stage5" for EfficientNet-Lite0;
     default the last.
     """
-    arch = arch.lower().replace("-", "_")
+    arch = teacher_key(arch)
     if arch not in TEACHER_ARCHS:
         raise ValueError(f"Unknown teacher arch '{arch}'; choose one of {TEACHER_ARCHS}.")
     stages = teacher_stages(arch)

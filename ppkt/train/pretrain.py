@@ -22,6 +22,7 @@ from ppkt.data.teacher_cache import TeacherCache
 from ppkt.data.views import ViewPairs, collate_views
 from ppkt.models.baselines import CRD, ENCODER, FRAME_LEVEL, PPKD, GlobalKD, Gupta
 from ppkt.models.heads import UPL, Projection3D
+from ppkt.models.catalog import teacher_key
 from ppkt.models.pointcontrast import PointContrast
 from ppkt.models.ppkt import PPKT
 from ppkt.models.sparse_unet import build_sparse_unet
@@ -49,7 +50,7 @@ def build_model(cfg: PretrainConfig) -> torch.nn.Module:
         return PointContrast(s, Projection3D(s.out_channels, l.embed_dim), l.n_sub, l.temperature)
     if name == "ppkd":
         teacher = load_seg_teacher(cfg.teacher.weights)
-        if teacher.arch != cfg.teacher.arch.lower().replace("-", "_"):
+        if teacher.arch != teacher_key(cfg.teacher.arch):
             raise ConfigError(f"teacher.arch: {cfg.teacher.weights} is a {teacher.arch} segmentation teacher, but "
                               f"teacher.arch={cfg.teacher.arch}; set teacher.arch={teacher.arch}")
         return PPKD(teacher, student(), teacher.num_classes, l.n_sub, l.kd_temperature)

@@ -24,6 +24,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader
 
 from ppkt.data.labels2d import SegFrames, Teacher2DDataError, read_classes
+from ppkt.models.catalog import teacher_key
 from ppkt.models.seg_teacher import SEG_ARCHS, SEG_TEACHER_VERSION, SegTeacher, load_seg_teacher
 from ppkt.models.teacher import TEACHER_CKPT_FORMAT
 from ppkt.checkpoint import save_atomic
@@ -89,7 +90,7 @@ def train_teacher2d(
     Returns {"checkpoint", "metrics_file", "loss_curve", "final_loss", "seconds", "val" (metrics or None)}.
     """
     t0 = time.perf_counter()
-    arch = arch.lower().replace("-", "_")
+    arch = teacher_key(arch)
     if arch not in SEG_ARCHS:
         raise ValueError(f"Unknown segmentation teacher arch '{arch}'; choose one of {SEG_ARCHS}.")
     if iterations < 1 or batch_size < 1 or not lr > 0:
