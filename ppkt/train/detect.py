@@ -9,7 +9,6 @@ predictions/, ply/).
 """
 from __future__ import annotations
 
-import math
 import time
 from pathlib import Path
 from typing import Dict, Optional
@@ -37,6 +36,7 @@ from ppkt.train.logging import IterationTimer, MetricsLog, plot_loss_curve
 from ppkt.train.run_dir import FINETUNE_SAFE_KEYS, check_resume, start_run
 from ppkt.train.sampler import IterationBatchSampler, one_thread_worker
 from ppkt.train.schedule import lambda_schedule, warmup_decay_factor
+from ppkt.train.step import optimizer_step
 
 DETECTION_FORMAT = "ppkt-detection"
 
@@ -148,13 +148,7 @@ def _train(cfg: DetectionConfig, d: Dist, device: torch.device, resume: bool, st
             terms = votenet_loss(net(batch.feats, batch.coords, batch.xyz, batch.offsets), batch.boxes,
                                  model.mean_size, model.num_heading_bins)
             loss = terms["loss"]
-            if not math.isfinite(loss.item()):
-                raise FloatingPointError(f"iteration {it}: loss is {loss.item()}; lower optim.lr")
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            lr = opt.param_groups[0]["lr"]
-            sched.step()
+            lr = optimizer_step(loss, opt, sched, it, "lower optim.lr")[0]
             timer.step_done()
             progress.update(1)
             done = it + 1

@@ -12,7 +12,6 @@ its "val" scores) and eval/ (final evaluation on the val split, see ppkt.train.e
 """
 from __future__ import annotations
 
-import math
 import time
 from pathlib import Path
 from typing import List, Optional, Tuple
@@ -38,6 +37,7 @@ from ppkt.train.metrics import format_iou_table
 from ppkt.train.run_dir import FINETUNE_SAFE_KEYS, check_resume, start_run
 from ppkt.train.sampler import IterationBatchSampler, one_thread_worker
 from ppkt.train.schedule import lambda_schedule, warmup_decay_factor
+from ppkt.train.step import optimizer_step
 
 def classes_to_dict(classes: ClassSet) -> dict:
     return {"name": classes.name, "names": list(classes.names), "segment_key": classes.segment_key,
@@ -184,13 +184,8 @@ def _finetune(cfg: FinetuneConfig, d: Dist, device: torch.device, resume: bool, 
             labelled = batch.labels >= 0
             # a batch without any labelled voxel (possible with limited_points) still steps, with a zero loss
             loss = F.cross_entropy(logits, batch.labels, ignore_index=-1) if labelled.any() else logits.sum() * 0.0
-            if not math.isfinite(loss.item()):
-                raise FloatingPointError(f"iteration {it}: loss is {loss.item()}; lower optim.lr")
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            lrs = {g["name"]: g["lr"] for g in optimizer.param_groups}  # those of this iteration
-            scheduler.step()
+            used = optimizer_step(loss, optimizer, scheduler, it, "lower optim.lr")
+            lrs = {g["name"]: lr for g, lr in zip(optimizer.param_groups, used)}  # those of this iteration
             timer.step_done()
             voxels_since += batch.coords.shape[0] * d.world_size
             progress.update(1)

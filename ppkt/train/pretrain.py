@@ -35,6 +35,7 @@ from ppkt.train.logging import IterationTimer, MetricsLog, plot_loss_curve
 from ppkt.train.run_dir import PRETRAIN_SAFE_KEYS, check_resume, start_run
 from ppkt.train.sampler import IterationBatchSampler, one_thread_worker
 from ppkt.train.schedule import exponential_factor, lambda_schedule
+from ppkt.train.step import optimizer_step
 
 def build_model(cfg: PretrainConfig) -> torch.nn.Module:
     """From a validated config: loss.name=ppnce: teacher (frozen) + student + g2D (UPL, or PL for loss.projection=pl)
@@ -176,13 +177,7 @@ def _pretrain(cfg: PretrainConfig, d: Dist, device: torch.device, resume: bool, 
                     progress.write(f"warning: unusable frame replaced by the next usable one: {frame}: {reason}")
             with amp:
                 loss = net(batch.to(device), torch.Generator().manual_seed(cfg.train.seed * 1_000_003 + it))
-            if not math.isfinite(loss.item()):
-                raise FloatingPointError(f"iteration {it}: loss is {loss.item()}; lower optim.lr or check the input frames")
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
-            scheduler.step()
+            optimizer_step(loss, optimizer, scheduler, it, "lower optim.lr or check the input frames", scaler)
             timer.step_done()
             frames_since += batch.batch_size * d.world_size
             done = it + 1

@@ -11,7 +11,6 @@ describes the dataset layout), and its backbone is then the frozen PPKT teacher:
 from __future__ import annotations
 
 import json
-import math
 import os
 import time
 from pathlib import Path
@@ -37,6 +36,7 @@ from ppkt.train.logging import plot_loss_curve
 from ppkt.train.metrics import confusion_matrix, segmentation_metrics
 from ppkt.train.sampler import IterationBatchSampler, one_thread_worker
 from ppkt.train.schedule import lambda_schedule, warmup_decay_factor
+from ppkt.train.step import optimizer_step
 
 __all__ = ["train_teacher2d", "evaluate_teacher2d", "side_files"]
 
@@ -128,13 +128,7 @@ def train_teacher2d(
             logits = model(images)
             valid = (labels != ignore).sum()
             loss = F.cross_entropy(logits, labels, ignore_index=ignore, reduction="sum") / valid.clamp(min=1)
-            if not math.isfinite(loss.item()):
-                raise FloatingPointError(f"iteration {it}: loss is {loss.item()}; lower the learning rate")
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            lr_now = optimizer.param_groups[0]["lr"]
-            schedule.step()
+            lr_now = optimizer_step(loss, optimizer, schedule, it, "lower the learning rate")[0]
             losses.append(loss.item())
             seen += images.shape[0]
             done = it + 1
