@@ -108,8 +108,8 @@ def setup(results: Results) -> str:
         momentum = c["model"].get("bn_momentum", 0.01)  # records made before the setting existed ran at 0.01
         parts.append(f"fine-tuning {t['iterations']} iterations of {t['batch_size']} scenes ({d['voxel_size'] * 100:g} cm "
                      f"voxels, crops of at most {d['max_voxels']} voxels), {o['name']} at lr {o['lr']:g} with a "
-                     f"{o['schedule']} decay, batch-norm momentum {momentum:g}; every PPKT run has a scratch twin with the same labelled selection, seed "
-                     f"and data order")
+                     f"{o['schedule']} decay, batch-norm momentum {momentum:g}; every PPKT run has a scratch twin with "
+                     f"the same labelled selection, seed and data order")
     return "; ".join(parts) + "." if parts else ""
 
 

@@ -30,8 +30,8 @@ class FinetuneModelConfig:
     pretrained: Optional[str] = None  # ppkt-backbone export to start from (also --pretrained); None = scratch
     freeze_backbone: bool = False  # linear probe: only the head trains; backbone weights fixed, its BN statistics adapt
     # running-statistics momentum of every batch norm. The SR-UNet pretrains at 0.01, whose statistics follow the weights
-    # ~100 iterations late: in a 240-iteration run they still held 9 % of their start, which cost scratch ~3 mIoU
-    # (docs/transfer_benchmark.md); 0.1 is torch's default and MinkowskiEngine's
+    # ~100 iterations late: in a 240-iteration run they still held 9 % of their start, which cost scratch 2-9 mIoU
+    # points in the transfer benchmark (docs/transfer_history.md); 0.1 is torch's default and MinkowskiEngine's
     bn_momentum: float = 0.1
 
 
