@@ -17,7 +17,7 @@ from pathlib import Path
 
 from ppkt.benchmark.report import write_report
 from ppkt.benchmark.results import Results
-from ppkt.benchmark.transfer import FULL, NARROW, PROBE, TARGET_HALFWIDTH, Plan, limited_points, run, scene_fraction
+from ppkt.benchmark.transfer import FULL, PROBE, STUDENT, TARGET_HALFWIDTH, Plan, limited_points, run, scene_fraction
 
 ROOT = Path(__file__).resolve().parents[1]
 HISTORY = ("Earlier runs are in `docs/transfer_history.md`: the first benchmark; this one before fine-tuning's batch-norm "
@@ -49,7 +49,7 @@ def main() -> None:
     p.add_argument("--target-halfwidth", type=float, default=TARGET_HALFWIDTH, help="mIoU points")
     p.add_argument("--budget-minutes", type=float, default=90.0,
                    help="wall clock of all stages; a round of seeds starts only if it fits")
-    p.add_argument("--channels", type=int, nargs=8, default=list(NARROW),
+    p.add_argument("--channels", type=int, nargs=8, default=list(STUDENT),
                    help="the student's 8 widths, pretraining and fine-tuning")
     p.add_argument("--scenes", type=int, default=120)
     p.add_argument("--frames-per-scene", type=int, default=8)
