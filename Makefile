@@ -33,4 +33,4 @@ bench-ablations: $(STAMP)
 	$(PY) benchmarks/ablations.py run --out runs/ablations
 
 bench-detection: $(STAMP)
-	$(PY) benchmarks/detection.py run --out runs/transfer
+	$(PY) benchmarks/detection.py run --out runs/detection

@@ -20,18 +20,13 @@ from ppkt.benchmark.results import Results
 from ppkt.benchmark.transfer import FULL, PROBE, STUDENT, TARGET_HALFWIDTH, Plan, limited_points, run, scene_fraction
 
 ROOT = Path(__file__).resolve().parents[1]
-HISTORY = ("Earlier runs are in `docs/transfer_history.md`: the first benchmark; this one before fine-tuning's batch-norm "
-           "momentum became 0.1 (session 6: at the pretraining's 0.01 no cell's scratch converged, and with all labels "
-           "scratch ended ~2 points lower); and one with a student twice as wide (session 5, also at 0.01).\n\n"
-           "Student width (item 2 of issue 11): the narrow student below buys the seeds, so its verdicts were checked "
-           "against the configs' student twice as wide, [16, 32, 64, 128, 128, 64, 48, 48], same world, recipe and seeds "
-           "(2026-12-04, code 11ec241, 6 paired seeds; `benchmarks/transfer.py run --out runs/transfer_wide --no-probe "
-           "--fractions 0.15 --points --seeds 6 --max-seeds 6 --channels 16 32 64 128 128 64 48 48`, 37 minutes wall clock): "
-           "15 % of the scenes scratch 38.7, PPKT 40.2, +1.5 [+0.1, +2.9] (helps; scratch +1.6 over its last 20 %, not "
-           "converged); all labels 38.1 / 40.3, +2.2 [-0.9, +5.3] (no effect beyond ±3.1; converged). With all labels "
-           "the verdicts agree; at 15 % the wide student shows a small gain where the narrow one shows none beyond "
-           "±1.8: the narrow student's verdict there is the more conservative one, and the wide student gains more, "
-           "as in the paper's Table 4.")
+HISTORY = ("Earlier runs are in `docs/transfer_history.md`: the first benchmark; the narrow student (half these widths) "
+           "at batch-norm momentum 0.1 (session 8: 1.7x faster, but at 15 % of the scenes it found no effect where this "
+           "student gains, so under item 2 of issue 11 it could not stand in for it); the same at the pretraining's "
+           "momentum 0.01 (session 6: no cell's scratch converged); and this student at 0.01 (session 5).\n\n"
+           "The first 6 seeds of the 15 % and all-labels cells were made as that width check (2026-12-04, code 11ec241, "
+           "in `runs/transfer_wide`, moved to `runs/transfer` with the paths in its records renamed); the other runs "
+           "by `make bench-transfer` on 2026-12-05.")
 
 
 def main() -> None:

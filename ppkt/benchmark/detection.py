@@ -1,8 +1,8 @@
 """The transfer benchmark's detection cells: VoteNet on the SR-UNet fine-tuned from scratch and from the PPKT backbone
 on the synthetic world's boxes, paired by seed, with a 95 % interval on mAP@0.25 (and mAP@0.5 beside it).
 
-It shares the segmentation benchmark's folder, world and PPKT backbone (stages 1-2 of ppkt.benchmark.transfer, reused
-from results.json when their settings match) and its seed rounds; its runs are records of stage "detection" named
+It uses the segmentation benchmark's stages (world and PPKT backbone from ppkt.benchmark.transfer, reused from its
+folder's results.json when their settings match) and seed rounds; its runs are records of stage "detection" named
 "detection/<cell>/<init>_s<seed>". Scratch is also evaluated at 80 % of its iterations (the convergence check).
 """
 from __future__ import annotations

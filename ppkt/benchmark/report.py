@@ -274,13 +274,17 @@ def detection_section(results: Results) -> List[str]:
                       f"scenes ({100 * d['voxel_size']:g} cm voxels, training crops of at most {d['max_voxels']} voxels), "
                       f"{cfg['optim']['name']} lr {cfg['optim']['lr']:g} {cfg['optim']['schedule']}; {m['num_seeds']} seeds, "
                       f"{m['num_proposals']} proposals, {m['num_heading_bins']} heading bins, oriented IoU. The PPKT "
-                      "backbone is the segmentation benchmark's (docs/transfer_benchmark.md).")
+                      "backbone is pretrained as in the segmentation benchmark (docs/transfer_benchmark.md), at these "
+                      "widths, on the same world.")
     minutes = wall_minutes(runs)
+    before = {stage: wall_minutes(results.select(stage=stage)) for stage in ("world", "pretrain")}
     return [BEGIN, "", setup_line, "", provenance(results), "", *lines, "",
             "mAP in points (x 100). Intervals: 95 % Student-t over the paired seeds (same scenes, seed and data order).",
             "", DETECTION_PAPER, "", ("Here: " + "; ".join(says) + ".") if says else "", "",
-            f"Time: {len(runs)} runs, {minutes:.1f} min wall clock (2 runs side by side, 1 thread each); "
-            + (f"median {median(steps):.2f} s per training iteration within those runs." if steps else ""), "", END]
+            f"Time: world {before['world']:.1f} min, pretraining {before['pretrain']:.1f} min, {len(runs)} detection runs "
+            f"{minutes:.1f} min (2 runs side by side, 1 thread each); total {minutes + sum(before.values()):.1f} min wall "
+            "clock; " + (f"median {median(steps):.2f} s per training iteration within those runs." if steps else ""),
+            "", END]
 
 
 def write_detection_report(results: Results, page: Path) -> str:
