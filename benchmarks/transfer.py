@@ -24,9 +24,9 @@ HISTORY = ("Earlier runs are in `docs/transfer_history.md`: the first benchmark;
            "at batch-norm momentum 0.1 (session 8: 1.7x faster, but at 15 % of the scenes it found no effect where this "
            "student gains, so under item 2 of issue 11 it could not stand in for it); the same at the pretraining's "
            "momentum 0.01 (session 6: no cell's scratch converged); and this student at 0.01 (session 5).\n\n"
-           "The first 6 seeds of the 15 % and all-labels cells were made as that width check (2026-12-04, code 11ec241, "
-           "in `runs/transfer_wide`, moved to `runs/transfer` with the paths in its records renamed); the other runs "
-           "by `make bench-transfer` on 2026-12-05.")
+           "The world, the pretraining and the first 6 seeds of the 15 % and all-labels cells were made as that width "
+           "check (2026-12-04, code 11ec241, in `runs/transfer_wide`, moved to `runs/transfer` with the paths in its "
+           "records renamed); the other runs by `make bench-transfer` on 2026-12-05 (code 6ff65ad).")
 
 
 def main() -> None:
