@@ -19,9 +19,9 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 from ppkt.benchmark.results import Results
 from ppkt.train.run_dir import file_digest
-from ppkt.benchmark.transfer import (Plan, finetune_job, provenance, run_jobs, stage_pretrain, stage_world)
+from ppkt.benchmark.transfer import (STUDENT, Plan, finetune_job, provenance, run_jobs, stage_pretrain, stage_world)
 
-WIDE = (16, 32, 64, 128, 128, 64, 48, 48)  # the student of configs/*_synthetic.yaml (the benchmark's is half as wide)
+WIDE = STUDENT  # the student of configs/*_synthetic.yaml; the ablation run's base student is half as wide
 SEG_TEACHER = ("teacher.arch=resnet18", "teacher.stage=layer3")  # + teacher.weights=<the teacher2d stage's file>
 
 
