@@ -1,4 +1,4 @@
-"""The transfer benchmark's detection cells: VoteNet on the SR-UNet fine-tuned from scratch and from the PPKT backbone
+"""The detection benchmark: VoteNet on the SR-UNet fine-tuned from scratch and from the PPKT backbone
 on the synthetic world's boxes, paired by seed, with a 95 % interval on mAP@0.25 (and mAP@0.5 beside it).
 
 It uses the segmentation benchmark's stages (world and PPKT backbone from ppkt.benchmark.transfer, reused from its
