@@ -39,19 +39,20 @@ def table(results: Results) -> List[str]:
     return lines
 
 
-def stage_minutes(results: Results) -> str:
-    """Wall-clock minutes per stage and in all; per cell, the sum of its runs' own minutes."""
+def stage_minutes(results: Results, stage: str = "finetune", title: str = "fine-tuning") -> str:
+    """Wall-clock minutes per stage (the world, ..., the pretraining, then `stage`'s runs, called `title`) and in all;
+    per cell, the sum of its runs' own minutes."""
     runs = list(results.records.values())
-    tuned = [r for r in runs if r.get("stage") == "finetune"]
-    stages = {stage: wall_minutes([r for r in runs if r.get("stage") == stage])
-              for stage in ("world", "pairs", "teacher2d", "pretrain") if stage == "world" or any(
-                  r.get("stage") == stage for r in runs)}
-    stages["fine-tuning"] = wall_minutes(tuned)
+    tuned = [r for r in runs if r.get("stage") == stage]
+    stages = {before: wall_minutes([r for r in runs if r.get("stage") == before])
+              for before in ("world", "pairs", "teacher2d", "pretrain") if before == "world" or any(
+                  r.get("stage") == before for r in runs)}
+    stages[title] = wall_minutes(tuned)
     cells = {}
     for r in tuned:
         cells[r["cell"]] = cells.get(r["cell"], 0.0) + r["seconds"] / 60
     return (", ".join(f"{k} {v:.1f} min" for k, v in stages.items()) + f"; total {sum(stages.values()):.1f} min "
-            f"wall clock. The {len(tuned)} fine-tuning runs took " +
+            f"wall clock. The {len(tuned)} {title} runs took " +
             ", ".join(f"{k} {v:.0f}" for k, v in cells.items()) + " run minutes per cell (runs side by side)")
 
 
@@ -276,15 +277,11 @@ def detection_section(results: Results) -> List[str]:
                       f"{m['num_proposals']} proposals, {m['num_heading_bins']} heading bins, oriented IoU. The PPKT "
                       "backbone is pretrained as in the segmentation benchmark (docs/transfer_benchmark.md), at these "
                       "widths, on the same world.")
-    minutes = wall_minutes(runs)
-    before = {stage: wall_minutes(results.select(stage=stage)) for stage in ("world", "pretrain")}
     return [BEGIN, "", setup_line, "", provenance(results), "", *lines, "",
             "mAP in points (x 100). Intervals: 95 % Student-t over the paired seeds (same scenes, seed and data order).",
             "", DETECTION_PAPER, "", ("Here: " + "; ".join(says) + ".") if says else "", "",
-            f"Time: world {before['world']:.1f} min, pretraining {before['pretrain']:.1f} min, {len(runs)} detection runs "
-            f"{minutes:.1f} min (2 runs side by side, 1 thread each); total {minutes + sum(before.values()):.1f} min wall "
-            "clock; " + (f"median {median(steps):.2f} s per training iteration within those runs." if steps else ""),
-            "", END]
+            f"Time: {stage_minutes(results, STAGE, 'detection')}, 1 thread each"
+            + (f"; median {median(steps):.2f} s per training iteration within those runs." if steps else "."), "", END]
 
 
 def write_detection_report(results: Results, page: Path) -> str:
