@@ -94,7 +94,7 @@ def run_pilot(world: Path, out: Path, seeds: int = 3, iterations: int = 300, bat
 
 def pilot_summary(results: Results, seeds: Sequence[int]) -> Dict:
     """Mean 3D (and 2D) mIoU of each arm in points and the paired difference ImageNet - scratch with its interval."""
-    from ppkt.benchmark.stats import paired_interval, verdict
+    from ppkt.benchmark.stats import MARGIN, paired_interval, verdict
 
     pairs = [s for s in seeds if f"imagenet_s{s}" in results.records and f"scratch_s{s}" in results.records]
     if not pairs:
@@ -104,7 +104,7 @@ def pilot_summary(results: Results, seeds: Sequence[int]) -> Dict:
         a = [100 * results.records[f"imagenet_s{s}"][key] for s in pairs]
         b = [100 * results.records[f"scratch_s{s}"][key] for s in pairs]
         iv = paired_interval(a, b)
-        out[key] = {"imagenet": float(np.mean(a)), "scratch": float(np.mean(b)), "interval": iv, "verdict": verdict(iv)}
+        out[key] = {"imagenet": float(np.mean(a)), "scratch": float(np.mean(b)), "interval": iv, "verdict": verdict(iv, MARGIN)}
     out["coverage"] = float(np.mean([results.records[f"scratch_s{s}"]["coverage"] for s in pairs]))
     return out
 

@@ -112,22 +112,24 @@ class Plan:
     budget_minutes: float = math.inf  # wall clock of all stages; no seed round starts that would not fit
 
 
-def stage_world(plan: Plan, results: Results) -> Path:
+def stage_world(plan: Plan, results: Results, name: str = "world", seed: int = 0, test: bool = False,
+                scenes: Optional[int] = None) -> Path:
+    """The world in plan.out / name (record `name`): plan.scenes rooms (or `scenes`) of world `seed`; a test world
+    (`test`: scenes test_xxxx, split "test", no frames) when asked."""
     from ppkt.synthetic.dataset import write_dataset
 
-    world = plan.out / "world"
-    settings = {"scenes": plan.scenes, "frames_per_scene": plan.frames_per_scene, "point_spacing": plan.point_spacing,
-                "seed": 0, "compact": True}
+    world = plan.out / name
+    settings = {"scenes": scenes or plan.scenes, "frames_per_scene": 0 if test else plan.frames_per_scene,
+                "point_spacing": plan.point_spacing, "seed": seed, "compact": True, **({"test": True} if test else {})}
 
     def work() -> dict:
         t = time.perf_counter()
-        write_dataset(world, scenes=plan.scenes, frames_per_scene=plan.frames_per_scene, seed=0, workers=plan.threads,
-                      point_spacing=plan.point_spacing, compact=True)
+        write_dataset(world, workers=plan.threads, progress=False, **settings)
         return provenance(time.perf_counter() - t)
 
     if not (world / "dataset.json").is_file():
-        results.records.pop("world", None)  # the folder is gone: make it again
-    results.run("world", settings, work, stage="world")
+        results.records.pop(name, None)  # the folder is gone: make it again
+    results.run(name, settings, work, stage="world")
     return world
 
 
@@ -325,7 +327,7 @@ def cell_summary(results: Results, cell_key: str, confidence: float = 0.95, seed
     cell's records of `stage` (of `seeds` only, when given); None when no complete pair exists."""
     from statistics import mean
 
-    from ppkt.benchmark.stats import paired_interval, verdict
+    from ppkt.benchmark.stats import MARGIN, paired_interval, verdict
 
     runs = [r for r in results.select(stage=stage, cell=cell_key) if r["init"] in (a, b)]
     by = {(r["init"], r["seed"]): r for r in runs}
@@ -339,7 +341,7 @@ def cell_summary(results: Results, cell_key: str, confidence: float = 0.95, seed
     changes = [_last_change(by[b, s]["curve"]) for s in seeds]
     changes = [c for c in changes if c is not None]
     return {"title": runs[0]["title"], "labels": runs[0]["labels"], "seeds": len(seeds), "scratch": mean(base),
-            "ppkt": mean(other), "interval": interval, "verdict": verdict(interval),
+            "ppkt": mean(other), "interval": interval, "verdict": verdict(interval, MARGIN),
             "scratch_change": mean(changes) if changes else None,
             "minutes": sum(r["seconds"] for r in runs if r["seed"] in seeds) / 60}
 

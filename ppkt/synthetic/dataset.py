@@ -12,6 +12,10 @@ Layout of ``out``::
                                            (compact=True: {coord,color,segment,boxes}.npy, coord float16)
     classes.json  splits/train.txt  splits/val.txt  dataset.json
 
+A test world (``test=True``) is another world nobody tunes on: its scenes are named ``test_0000``, ... (no name in
+common with any train or val scene), all listed in ``splits/test.txt``, and with ``frames_per_scene=0`` it has no
+frames at all, so no pretraining run can see them. Make it from another ``seed`` than the world it tests.
+
 Scene i draws all its randomness from ``SeedSequence(seed, spawn_key=(i,))``, so the files do not depend on
 ``workers`` or on the order scenes are written in; a scene is built in ``out/.tmp`` and renamed when complete,
 and a rerun with the same arguments skips the scenes already there.
@@ -46,7 +50,7 @@ WORLD_PRESETS: dict[str, dict] = {
     "benchmark": {"scenes": 120, "frames_per_scene": 8, "point_spacing": 0.025, "compact": True},
 }
 # dataset.json keys added after version 1 was first written, with the value older files mean by their absence
-_PARAM_DEFAULTS = {"compact": False}
+_PARAM_DEFAULTS = {"compact": False, "test": False}
 
 
 def val_scene_count(scenes: int) -> int:
@@ -57,8 +61,11 @@ def val_scene_count(scenes: int) -> int:
     return min(max(int(round(VAL_FRACTION * scenes)), 1), scenes - 1)
 
 
-def scene_name(index: int) -> str:
-    return f"scene_{index:04d}"
+TEST_PREFIX = "test"  # scene names of a test world
+
+
+def scene_name(index: int, prefix: str = "scene") -> str:
+    return f"{prefix}_{index:04d}"
 
 
 def scene_rngs(seed: int, index: int) -> dict[str, np.random.Generator]:
@@ -111,7 +118,7 @@ def write_frame_folder(folder: str | os.PathLike, frames: list[RenderedFrame],
 
 def _scene_job(job: dict, on_frame=None) -> dict:
     """Build scene ``job['index']`` in a temp folder, then move it into place. Returns its counts."""
-    out, i, name = Path(job["out"]), job["index"], scene_name(job["index"])
+    out, i, name = Path(job["out"]), job["index"], scene_name(job["index"], job["prefix"])
     rngs = scene_rngs(job["seed"], i)
     scene = generate_scene(rngs["scene"])
     tmp = out / ".tmp" / f"{name}-{os.getpid()}"
@@ -119,16 +126,18 @@ def _scene_job(job: dict, on_frame=None) -> dict:
         shutil.rmtree(tmp)
     K, hw = default_intrinsics(*job["image_size"]), tuple(job["image_size"])
     frames, depths = [], []
-    for pose in camera_trajectory(scene, job["frames"], rngs["camera"]):
+    for pose in camera_trajectory(scene, job["frames"], rngs["camera"]) if job["frames"] else ():
         fr = render_frame(scene, K, pose, hw)
         frames.append(fr)
         depths.append(add_depth_noise(fr.depth, rngs["noise"]) if job["depth_noise"] else fr.depth)
         if on_frame:
             on_frame()
-    write_frame_folder(tmp / "frames", frames, depths)
+    if frames:
+        write_frame_folder(tmp / "frames", frames, depths)
     pc = sample_surface(scene, job["point_spacing"], rng=rngs["points"])
     save_scene(tmp / "scene", pc, scene.boxes, compact=job["compact"])
-    for src, dst in ((tmp / "frames", out / "frames" / name), (tmp / "scene", out / "scenes" / name)):
+    moves = ((tmp / "frames", out / "frames" / name),) if frames else ()
+    for src, dst in (*moves, (tmp / "scene", out / "scenes" / name)):
         if dst.exists():
             shutil.rmtree(dst)
         os.replace(src, dst)
@@ -142,18 +151,19 @@ def _counts(boxes: np.ndarray, points: int, frames: int) -> dict:
     return {"points": int(points), "frames": int(frames), "objects": per_class.tolist()}
 
 
-def _existing_counts(out: Path, name: str) -> dict | None:
+def _existing_counts(out: Path, name: str, with_frames: bool = True) -> dict | None:
     """Counts of a scene already complete on disk, or None."""
     fdir, sdir = out / "frames" / name, out / "scenes" / name
-    if not (fdir.is_dir() and (sdir / "boxes.npy").is_file() and (sdir / "coord.npy").is_file()):
+    if not ((fdir.is_dir() or not with_frames) and (sdir / "boxes.npy").is_file() and (sdir / "coord.npy").is_file()):
         return None
     coord = np.load(sdir / "coord.npy", mmap_mode="r")
-    return _counts(np.load(sdir / "boxes.npy"), coord.shape[0], len(list((fdir / "pose").glob("*.txt"))))
+    return _counts(np.load(sdir / "boxes.npy"), coord.shape[0],
+                   len(list((fdir / "pose").glob("*.txt"))) if with_frames else 0)
 
 
 def write_dataset(out: str | Path, scenes: int, frames_per_scene: int, seed: int = 0,
                   image_size: tuple[int, int] = (240, 320), workers: int = 1, point_spacing: float = 0.02,
-                  depth_noise: bool = True, progress: bool = True, compact: bool = False) -> Path:
+                  depth_noise: bool = True, progress: bool = True, compact: bool = False, test: bool = False) -> Path:
     """Generate ``scenes`` rooms with ``frames_per_scene`` RGB-D frames each into ``out`` (layout: module doc).
 
     image_size: (H, W) of the frames. point_spacing: m between surface samples. depth_noise: store sensor-like
@@ -162,17 +172,18 @@ def write_dataset(out: str | Path, scenes: int, frames_per_scene: int, seed: int
     round(VAL_FRACTION * scenes) scenes (at least 1 when scenes > 1). :data:`WORLD_PRESETS` holds named argument
     sets (``write_dataset(out, **WORLD_PRESETS["benchmark"], workers=2)``). workers > 1 writes scenes
     in a process pool; the files are the same for any ``workers``. A folder holding a dataset made with other
-    arguments is refused (FileExistsError); the same arguments resume it. Returns ``Path(out)``.
+    arguments is refused (FileExistsError); the same arguments resume it. test: a test world (module doc): scenes
+    ``test_<i>``, all in split ``test``; ``frames_per_scene=0`` writes no frames. Returns ``Path(out)``.
     """
     out = Path(out)
     H, W = (int(v) for v in image_size)
-    if scenes < 1 or frames_per_scene < 1:
-        raise ValueError(f"need scenes >= 1 and frames_per_scene >= 1, got {scenes} and {frames_per_scene}")
+    if scenes < 1 or frames_per_scene < (0 if test else 1):
+        raise ValueError(f"need scenes >= 1 and frames_per_scene >= {0 if test else 1}, got {scenes} and {frames_per_scene}")
     if H < 2 or W < 2 or not point_spacing > 0 or workers < 1:
         raise ValueError(f"bad arguments: image_size={image_size}, point_spacing={point_spacing}, workers={workers}")
     params = {"version": DATASET_VERSION, "seed": int(seed), "scenes": int(scenes),
               "frames_per_scene": int(frames_per_scene), "image_size": [H, W], "point_spacing": float(point_spacing),
-              "depth_noise": bool(depth_noise), "compact": bool(compact)}
+              "depth_noise": bool(depth_noise), "compact": bool(compact), "test": bool(test)}
     meta_path = out / "dataset.json"
     if meta_path.is_file():
         old_meta = json.loads(meta_path.read_text())
@@ -183,7 +194,8 @@ def write_dataset(out: str | Path, scenes: int, frames_per_scene: int, seed: int
                                   "use a new folder or delete it")
     elif out.exists() and any(out.iterdir()):
         raise FileExistsError(f"{out} exists, is not empty and holds no dataset.json; use a new or empty folder")
-    for sub in ("frames", "scenes", "splits", ".tmp"):
+    prefix = TEST_PREFIX if test else "scene"
+    for sub in ("frames", "scenes", "splits", ".tmp") if frames_per_scene else ("scenes", "splits", ".tmp"):
         (out / sub).mkdir(parents=True, exist_ok=True)
     meta_path.write_text(json.dumps({**params, "complete": False}, indent=2) + "\n")
     (out / "classes.json").write_text(json.dumps(class_table(), indent=2) + "\n")
@@ -191,37 +203,41 @@ def write_dataset(out: str | Path, scenes: int, frames_per_scene: int, seed: int
     counts: dict[int, dict] = {}
     todo = []
     for i in range(scenes):
-        done = _existing_counts(out, scene_name(i))
+        done = _existing_counts(out, scene_name(i, prefix), frames_per_scene > 0)
         if done is not None:
             counts[i] = done
         else:
             todo.append(dict(out=str(out), index=i, seed=int(seed), frames=int(frames_per_scene),
                              image_size=(H, W), point_spacing=float(point_spacing), depth_noise=bool(depth_noise),
-                             compact=bool(compact)))
-    with Progress(scenes * frames_per_scene, "synth", unit="frame", initial=len(counts) * frames_per_scene,
-                  enabled=progress) as bar:
+                             compact=bool(compact), prefix=prefix))
+    per_scene = max(frames_per_scene, 1)  # progress in frames (in scenes for a world without frames)
+    with Progress(scenes * per_scene, "synth", unit="frame" if frames_per_scene else "scene",
+                  initial=len(counts) * per_scene, enabled=progress) as bar:
         if workers == 1 or len(todo) <= 1:
             for job in todo:
                 counts[job["index"]] = _scene_job(job, on_frame=lambda: bar.update(1))
+                if not frames_per_scene:
+                    bar.update(1)
                 bar.report(scenes=f"{len(counts)}/{scenes}")
         else:
             with ProcessPoolExecutor(max_workers=min(workers, len(todo))) as pool:
                 futures = {pool.submit(_scene_job, job): job["index"] for job in todo}
                 for fut in as_completed(futures):
                     counts[futures[fut]] = fut.result()
-                    bar.update(frames_per_scene)
+                    bar.update(per_scene)
                     bar.report(scenes=f"{len(counts)}/{scenes}")
     shutil.rmtree(out / ".tmp", ignore_errors=True)
 
     perm = np.random.default_rng(np.random.SeedSequence(seed)).permutation(scenes)
-    n_val = val_scene_count(scenes)
-    for split, ids in (("train", perm[n_val:]), ("val", perm[:n_val])):
-        (out / "splits" / f"{split}.txt").write_text("".join(scene_name(i) + "\n" for i in sorted(ids)))
+    n_val = 0 if test else val_scene_count(scenes)
+    splits = (("test", perm),) if test else (("train", perm[n_val:]), ("val", perm[:n_val]))
+    for split, ids in splits:
+        (out / "splits" / f"{split}.txt").write_text("".join(scene_name(i, prefix) + "\n" for i in sorted(ids)))
     objects = np.sum([counts[i]["objects"] for i in range(scenes)], 0)
     meta = {**params, "complete": True, "num_classes": len(CLASS_NAMES),
             "counts": {"scenes": scenes, "frames": int(sum(c["frames"] for c in counts.values())),
                        "points": int(sum(c["points"] for c in counts.values())), "objects": int(objects.sum()),
-                       "train_scenes": scenes - n_val, "val_scenes": n_val,
+                       **({"test_scenes": scenes} if test else {"train_scenes": scenes - n_val, "val_scenes": n_val}),
                        "objects_per_class": dict(zip(CLASS_NAMES, objects.tolist()))}}
     meta_path.write_text(json.dumps(meta, indent=2) + "\n")
     return out

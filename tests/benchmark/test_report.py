@@ -33,7 +33,7 @@ def test_cell_summary(results):
     assert few["seeds"] == 3
     assert few["scratch"] == pytest.approx(25.0) and few["ppkt"] == pytest.approx(27.0)
     assert few["interval"].mean == pytest.approx(2.0) and few["interval"].half_width == pytest.approx(2.484138, abs=1e-5)
-    assert few["verdict"] == "no effect larger than ±2.5"
+    assert few["verdict"] == "inconclusive"  # [-0.5, +4.5] crosses the margin of 2
     assert few["scratch_change"] == pytest.approx(0.5)
     full = cell_summary(results, "full")
     assert full["seeds"] == 3 and full["interval"].mean == pytest.approx(-4.0)
@@ -50,7 +50,7 @@ def test_page_and_plot(results, tmp_path):
     assert "+0.5 (converged)" in text and "+3.0 (NOT converged)" in text
     assert "2026-12-03" in text and "abc123" in text and "test cpu" in text
     # the reading against the paper, from the intervals: 15 % no effect, all labels hurts while scratch still rises
-    assert "At 15 % of the scenes the paper finds +2.23; here +2.0 (no effect larger than ±2.5), which does not " \
+    assert "At 15 % of the scenes the paper finds +2.23; here +2.0 (inconclusive), which does not " \
         "reproduce it." in text
     assert "PPKT hurts (-4.0), which disagrees -- but scratch had not converged (+3.0 over its last 20 %)" in text
     assert "the intervals do not overlap: the gain grows" in text  # [-0.5, +4.5] against [-6.5, -1.5]

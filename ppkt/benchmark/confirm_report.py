@@ -1,0 +1,139 @@
+"""The confirmatory segmentation benchmark's pages, written from results.json alone: the tuning page (learning curves
+and pilots on val, the budgets they chose) and, once the confirmatory run exists, the test-world page."""
+from __future__ import annotations
+
+from pathlib import Path
+from statistics import mean, stdev
+from typing import List
+
+from ppkt.benchmark.confirm import TEST_WORLD, curve, plateau, summary
+from ppkt.benchmark.protocol import Protocol
+from ppkt.benchmark.report import provenance, stage_minutes
+from ppkt.benchmark.results import Results
+
+PAPER = {"probe": None, "full": "no gain (ScanNet, all labels: 69.49 -> 69.56)",
+         "f": "+2.23 at 15 % of the scenes (ScanNet)", "p": "not reported (the data-efficient protocol came later)"}
+
+
+def paper_says(key: str) -> str:
+    return PAPER.get(key) or PAPER.get(key[:1]) or "not reported"
+
+
+def plot_curves(results: Results, protocol: Protocol, path: Path) -> None:
+    """Val mIoU against fine-tuning iterations (log 2), scratch and PPKT, one panel per cell; seeds as dots."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    cells = [c for c in protocol.cells if curve(results, c.key)]
+    fig, axes = plt.subplots(1, max(len(cells), 1), figsize=(3.2 * max(len(cells), 1), 3.2), dpi=110, squeeze=False)
+    for ax, spec in zip(axes[0], cells):
+        c = curve(results, spec.key)
+        for init, colour in (("scratch", "C0"), ("ppkt", "C1")):
+            budgets = [b for b in sorted(c) if c[b].get(init)]
+            ax.plot(budgets, [mean(c[b][init]) for b in budgets], "-o", color=colour, label=init, ms=4)
+            for b in budgets:
+                ax.plot([b] * len(c[b][init]), c[b][init], ".", color=colour, alpha=0.4)
+        if spec.budget:
+            ax.axvline(spec.budget, color="k", lw=0.8, ls="--")
+        ax.set_xscale("log", base=2)
+        ax.set_title(spec.key, fontsize=9)
+        ax.set_xlabel("fine-tuning iterations", fontsize=8)
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel("val mIoU (points)", fontsize=8)
+    axes[0][0].legend(fontsize=8)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def curve_table(results: Results, protocol: Protocol) -> List[str]:
+    lines = ["| cell | budget | seeds | scratch val mIoU | PPKT val mIoU | PPKT - scratch | scratch change at the next "
+             "doubling |", "|" + " --- |" * 7]
+    for spec in protocol.cells:
+        p = plateau(results, spec.key, protocol.plateau_gain)
+        for b, arms in sorted(p["curve"].items()):
+            n = min(len(arms.get("scratch", [])), len(arms.get("ppkt", [])))
+            if not n:
+                continue
+            s, q = mean(arms["scratch"][:n]), mean(arms["ppkt"][:n])
+            change = p["changes"].get(b)
+            lines.append(f"| {spec.key} | {b} | {n} | {s:.1f} | {q:.1f} | {q - s:+.1f} | "
+                         + (f"{change:+.1f}" if change is not None else "") + " |")
+    return lines
+
+
+def write_tuning_page(results: Results, protocol: Protocol, page: Path) -> str:
+    """The learning curves and pilots on val (nothing from the test world), with the budget each cell's curve
+    supports: at the plateau, or the largest measured with scratch's gain still per doubling."""
+    image = Path("images") / (page.stem + ".png")
+    plot_curves(results, protocol, page.parent / image)
+    chosen = []
+    for spec in protocol.cells:
+        p = plateau(results, spec.key, protocol.plateau_gain)
+        if p["budget"] is not None:
+            chosen.append(f"- {spec.key}: at the plateau from {p['budget']} iterations (doubling changed scratch by "
+                          f"{p['changes'][p['budget']]:+.1f} val mIoU)")
+        elif p["last_gain"] is not None:
+            chosen.append(f"- {spec.key}: no plateau up to {max(p['curve'])} iterations (scratch's last doubling: "
+                          f"{p['last_gain']:+.1f})")
+    text = "\n".join([
+        f"# {protocol.name.capitalize()} benchmark: tuning on val", "",
+        "Learning curves of the confirmatory protocol (`configs/protocols/segmentation.yaml`), measured on the val "
+        "scenes of the world only: the test world is not read by these stages. Each budget is a whole run of that "
+        "length (the cosine schedule ends at the budget); seed s fine-tunes the backbone of pretraining run s mod "
+        f"{protocol.pretrain_runs}. A budget B is at the plateau when doubling it changes scratch's mean val mIoU by "
+        f"less than {protocol.plateau_gain:g} point.", "", provenance(results), "", *curve_table(results, protocol), "",
+        *chosen, "", f"Time: {stage_minutes(results, 'curve', 'curves')}.", "",
+        f"![val mIoU against iterations]({image.as_posix()})", ""])
+    page.parent.mkdir(parents=True, exist_ok=True)
+    page.write_text(text)
+    return text
+
+
+def confirm_table(results: Results, protocol: Protocol) -> List[str]:
+    lines = ["| cell | budget | pairs (pretraining runs) | scratch | PPKT | PPKT - scratch (95 % CI) | verdict | lookup "
+             "floor | kNN floor | the paper |", "|" + " --- |" * 10]
+    for spec in protocol.cells:
+        s = summary(results, spec.key, protocol.margin, protocol.confidence)
+        if s is None:
+            continue
+        iv, f = s["interval"], s["floors"]
+        claim = f"{s['budget']}" + (" (plateau)" if spec.plateau else " (before the plateau)")
+        lines.append(f"| {s['title']} | {claim} | {s['pairs']} ({s['pretrain_runs']}) | {s['scratch']:.1f} | "
+                     f"{s['ppkt']:.1f} | {iv.mean:+.1f} [{iv.low:+.1f}, {iv.high:+.1f}] | {s['verdict']} | "
+                     + " | ".join(f"{f[k]:.1f}" if k in f else "-" for k in ("lookup", "knn"))
+                     + f" | {paper_says(spec.key)} |")
+    return lines
+
+
+def pretrain_spread(results: Results) -> str:
+    """The spread of the linear probe's PPKT test mIoU between pretraining runs (the probe reads the backbone as it
+    is, so it shows the pretraining runs' own differences)."""
+    by = {}
+    for r in results.select(stage="confirm", cell="probe", init="ppkt"):
+        by.setdefault(r["pretrain_run"], []).append(100 * r["test_miou"])
+    if len(by) < 2:
+        return ""
+    means = [mean(v) for v in by.values()]
+    return (f"Spread between the {len(by)} pretraining runs: their linear probes score {min(means):.1f} to "
+            f"{max(means):.1f} test mIoU (sd {stdev(means):.2f}).")
+
+
+def write_confirm_page(results: Results, protocol: Protocol, page: Path, intro: str = "") -> str:
+    record = results.records.get("protocol", {})
+    text = "\n".join([
+        "# Transfer benchmark (synthetic world): the confirmatory run", "", *([intro, ""] if intro else []),
+        f"Protocol: `{record.get('file', '?')}` at commit {record.get('commit', '?')}, committed before this run. "
+        f"Scores: mIoU on the test world (`{TEST_WORLD}`, world seed {protocol.test_seed}, {protocol.test_scenes} "
+        "scenes that no tuning stage and no pretraining run read). Interval: the mean paired difference over "
+        "pretraining runs (the pairs of one pretraining run form one cluster; t over the clusters), so another "
+        f"pretraining run's spread is inside it. Verdict: helps / hurts when the interval excludes 0; no effect larger "
+        f"than ±{protocol.margin:g} only when it lies inside ±{protocol.margin:g}; else inconclusive. A network "
+        "below a floor is under-trained.", "", provenance(results), "", *confirm_table(results, protocol), "",
+        pretrain_spread(results), "", f"Time: {stage_minutes(results, 'confirm', 'confirmatory fine-tuning')}.", ""])
+    page.parent.mkdir(parents=True, exist_ok=True)
+    page.write_text(text)
+    return text

@@ -1,0 +1,105 @@
+"""The confirmatory benchmark on a tiny world: the test world is apart from everything tuned or pretrained on, the
+confirmatory run needs a fixed protocol committed unchanged, and one command reruns a record to the same score."""
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from ppkt.benchmark.confirm import TEST_WORLD, rerun, run, summary
+from ppkt.benchmark.confirm_report import write_confirm_page, write_tuning_page
+from ppkt.benchmark.protocol import load_protocol
+from ppkt.errors import UserError
+
+pytestmark = pytest.mark.usefixtures("keep_torch_threads")
+
+PROTOCOL = """status: {status}
+scenes: 6
+frames_per_scene: 2
+point_spacing: 0.05
+test_scenes: 3
+pretrain_runs: 2
+pretrain_iterations: 2
+max_voxels: 2000
+curve_seeds: 2
+pilot_pairs: 2
+jobs: 1
+cells:
+  - {{key: f0.5, curve: [3], budget: 3, pairs: 2}}
+  - {{key: full, curve: [3], budget: 3, pairs: 2}}
+"""
+
+
+def git(repo: Path, *args: str) -> None:
+    subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=repo, check=True,
+                   capture_output=True)
+
+
+@pytest.fixture(scope="module")
+def bench(tmp_path_factory):
+    repo = tmp_path_factory.mktemp("protocol")
+    git(repo, "init", "-q")
+    path = repo / "segmentation.yaml"
+    path.write_text(PROTOCOL.format(status="fixed"))
+    git(repo, "add", "segmentation.yaml")
+    git(repo, "commit", "-q", "-m", "protocol")
+    out = tmp_path_factory.mktemp("bench")
+    results = run(load_protocol(path), path, out, until="confirm")
+    return path, out, results
+
+
+def test_the_test_world_is_apart(bench):
+    _, out, results = bench
+    world, test = out / "world", out / TEST_WORLD
+    train_val = {n for split in ("train", "val") for n in (world / "splits" / f"{split}.txt").read_text().split()}
+    test_names = (test / "splits" / "test.txt").read_text().split()
+    assert len(test_names) == 3 and not set(test_names) & train_val
+    assert not (test / "frames").exists()  # no frame of a test scene exists to pretrain on
+    coords = [np.load(p / "coord.npy") for p in sorted((world / "scenes").iterdir())]
+    for name in test_names:  # another world seed: no test scene repeats a train / val scene
+        c = np.load(test / "scenes" / name / "coord.npy")
+        assert not any(c.shape == w.shape and np.array_equal(c, w) for w in coords)
+    train = set((world / "splits" / "train.txt").read_text().split())
+    pretrains = results.select(stage="pretrain")
+    assert len(pretrains) == 2
+    for r in pretrains:
+        frames = {Path(p).name for p in r["settings"]["config"]["data"]["roots"]}
+        assert frames == train and not frames & set(test_names)
+    # the tuning stages read the world's val split only; every confirmatory run is scored on the test world
+    for r in results.select(stage="curve"):
+        assert r["settings"]["config"]["data"]["val_split"] == "val" and "test_miou" not in r
+    confirm = results.select(stage="confirm")
+    assert len(confirm) == 8 and all(0.0 <= r["test_miou"] <= 1.0 for r in confirm)
+    # pair i fine-tunes the backbone of pretraining run i mod 2
+    assert {(r["pair"], r["pretrain_run"]) for r in confirm if r["init"] == "ppkt"} == {(0, 0), (1, 1)}
+
+
+def test_summary_floors_and_pages(bench, tmp_path):
+    path, _, results = bench
+    protocol = load_protocol(path)
+    s = summary(results, "full", protocol.margin)
+    assert s["pairs"] == 2 and s["pretrain_runs"] == 2 and set(s["floors"]) == {"lookup", "knn"}
+    text = write_confirm_page(results, protocol, tmp_path / "page.md")
+    assert results.records["protocol"]["commit"] in text and "| all labels | 3 (before the plateau) | 2 (2) |" in text
+    assert "val" in write_tuning_page(results, protocol, tmp_path / "tuning.md")
+    assert (tmp_path / "images" / "tuning.png").is_file()
+
+
+def test_confirm_needs_a_fixed_committed_protocol(bench, tmp_path):
+    path, out, _ = bench
+    draft = tmp_path / "draft.yaml"
+    draft.write_text(PROTOCOL.format(status="draft"))
+    with pytest.raises(SystemExit, match="fixed protocol"):
+        run(load_protocol(draft), draft, out, until="confirm")
+    path.write_text(path.read_text() + "# edited after the commit\n")
+    try:
+        with pytest.raises(UserError, match="committed, unchanged"):
+            run(load_protocol(path), path, out, until="confirm")
+    finally:
+        git(path.parent, "checkout", "--", path.name)
+
+
+def test_rerun_reproduces_a_recorded_score(bench, tmp_path):
+    _, _, results = bench
+    r = rerun(results, "confirm/f0.5/ppkt_s1001", tmp_path / "again")
+    assert r["score"] == "test_miou" and r["rerun"] == pytest.approx(r["recorded"], abs=1e-9)
