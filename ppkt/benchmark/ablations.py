@@ -6,8 +6,9 @@ A variant is one pretraining run (`VARIANTS`: a method of `loss.name`, or PPKT w
 baseline; every variant is fine-tuned in every cell with the same seeds, so any two variants of a seed are a pair
 (same labelled selection, seed and data order). A table (`TABLES`) lists the differences it reports, a - b.
 Inputs some variants need are stages of their own: `pairs` (the overlapping frame pairs of the training scenes, for
-PointContrast) and `teacher2d` (a ResNet18-FCN trained on the world's rendered 2D labels, for PPKD and PPNCE with the
-same teacher).
+PointContrast) and `teacher2d` (a ResNet18-FCN trained on the rendered 2D labels of another world, seed
+`TEACHER_WORLD_SEED`, for PPKD and PPNCE with the same teacher: as the paper's teacher was trained on another dataset,
+it has seen no label of a scene that a few-label cell treats as unlabelled).
 """
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ from ppkt.benchmark.transfer import (STUDENT, Plan, finetune_job, provenance, ru
 
 WIDE = STUDENT  # the student of configs/*_synthetic.yaml; the ablation run's base student is half as wide
 SEG_TEACHER = ("teacher.arch=resnet18", "teacher.stage=layer3")  # + teacher.weights=<the teacher2d stage's file>
+TEACHER_WORLD_SEED = 2  # the 2D segmentation teacher's world: neither the benchmark's (0) nor its test world's (1)
 
 
 @dataclass(frozen=True)
@@ -108,10 +110,12 @@ def stage_pairs(plan: AblationPlan, results: Results, world: Path) -> Path:
     return out
 
 
-def stage_teacher2d(plan: AblationPlan, results: Results, world: Path) -> Path:
-    """teacher2d.pt: a ResNet18-FCN trained on the world's rendered 2D labels (`ppkt teacher train`)."""
+def stage_teacher2d(plan: AblationPlan, results: Results) -> Path:
+    """teacher2d.pt: a ResNet18-FCN trained on the rendered 2D labels (`ppkt teacher train`) of the teacher's own world
+    (record "world_teacher": the benchmark world's size, seed TEACHER_WORLD_SEED)."""
     from ppkt.train.teacher2d import train_teacher2d
 
+    world = stage_world(plan, results, "world_teacher", TEACHER_WORLD_SEED)
     out = plan.out / "teacher2d.pt"
     settings = {"world": file_digest(world / "dataset.json"), "arch": "resnet18", "iterations": plan.teacher2d_iterations,
                 "seed": 0}
@@ -136,7 +140,7 @@ def stage_variants(plan: AblationPlan, results: Results, world: Path) -> Dict[st
     variants = [VARIANTS[k] for k in plan.variants]
     needs = {n for v in variants for n in v.needs}
     files = {"pairs": stage_pairs(plan, results, world) if "pairs" in needs else None,
-             "teacher2d": stage_teacher2d(plan, results, world) if "teacher2d" in needs else None}
+             "teacher2d": stage_teacher2d(plan, results) if "teacher2d" in needs else None}
     backbones: Dict[str, Optional[Path]] = {}
     for v in variants:
         if not v.pretrained:

@@ -24,7 +24,7 @@ import time
 from dataclasses import replace
 from functools import partial
 from pathlib import Path
-from statistics import mean
+from statistics import mean, stdev
 from typing import Dict, List, Optional, Sequence
 
 from ppkt.benchmark.protocol import CellProtocol, Protocol, committed_version
@@ -216,6 +216,22 @@ def plateau(results: Results, cell: str, gain: float) -> dict:
     flat = [b for b, change in steps.items() if abs(change) < gain]
     return {"curve": c, "changes": steps, "budget": min(flat) if flat else None,
             "last_gain": steps[max(steps)] if steps else None}
+
+
+def pilot(results: Results, protocol: Protocol, spec: CellProtocol) -> Optional[dict]:
+    """The pilot of a cell on val: the paired differences PPKT - scratch (points) of the seeds run at its chosen budget,
+    their sd, and the pairs Stein's rule asks for a ±protocol.half_width interval; None before 2 pairs exist."""
+    from ppkt.benchmark.stats import stein_pairs
+
+    arms = curve(results, spec.key).get(spec.budget, {}) if spec.budget else {}
+    runs = {(r["init"], r["seed"]): r for r in results.select(stage="curve", cell=spec.key, budget=spec.budget)}
+    seeds = sorted(s for (init, s) in runs if init == "scratch" and ("ppkt", s) in runs)
+    if len(seeds) < 2 or not arms:
+        return None
+    d = [100 * (runs["ppkt", s]["miou"] - runs["scratch", s]["miou"]) for s in seeds]
+    sd = stdev(d)
+    return {"pairs": len(seeds), "diffs": d, "sd": sd,
+            "stein": stein_pairs(sd, len(seeds), protocol.half_width, protocol.confidence)}
 
 
 def summary(results: Results, cell: str, margin: float, confidence: float = 0.95,

@@ -6,7 +6,7 @@ from pathlib import Path
 from statistics import mean, stdev
 from typing import List
 
-from ppkt.benchmark.confirm import TEST_WORLD, curve, plateau, summary
+from ppkt.benchmark.confirm import TEST_WORLD, curve, pilot, plateau, summary
 from ppkt.benchmark.protocol import Protocol
 from ppkt.benchmark.report import provenance, stage_minutes
 from ppkt.benchmark.results import Results
@@ -79,6 +79,15 @@ def write_tuning_page(results: Results, protocol: Protocol, page: Path) -> str:
         elif p["last_gain"] is not None:
             chosen.append(f"- {spec.key}: no plateau up to {max(p['curve'])} iterations (scratch's last doubling: "
                           f"{p['last_gain']:+.1f})")
+    pilots = []
+    for spec in protocol.cells:
+        q = pilot(results, protocol, spec)
+        if q is not None:
+            pilots.append(f"- {spec.key} at {spec.budget} iterations: {q['pairs']} pairs on val, PPKT - scratch "
+                          + ", ".join(f"{x:+.1f}" for x in q["diffs"]) + f" (sd {q['sd']:.2f}); Stein's rule for "
+                          f"±{protocol.half_width:g} at {100 * protocol.confidence:g} %: {q['stein']} pairs")
+    if pilots:
+        pilots = ["Pilots (they fix each cell's confirmatory pairs before any test score exists):", "", *pilots]
     text = "\n".join([
         f"# {protocol.name.capitalize()} benchmark: tuning on val", "",
         "Learning curves of the confirmatory protocol (`configs/protocols/segmentation.yaml`), measured on the val "
@@ -86,7 +95,7 @@ def write_tuning_page(results: Results, protocol: Protocol, page: Path) -> str:
         "length (the cosine schedule ends at the budget); seed s fine-tunes the backbone of pretraining run s mod "
         f"{protocol.pretrain_runs}. A budget B is at the plateau when doubling it changes scratch's mean val mIoU by "
         f"less than {protocol.plateau_gain:g} point.", "", provenance(results), "", *curve_table(results, protocol), "",
-        *chosen, "", f"Time: {stage_minutes(results, 'curve', 'curves')}.", "",
+        *chosen, "", *pilots, "", f"Time: {stage_minutes(results, 'curve', 'curves')}.", "",
         f"![val mIoU against iterations]({image.as_posix()})", ""])
     page.parent.mkdir(parents=True, exist_ok=True)
     page.write_text(text)

@@ -145,7 +145,10 @@ def reading(results: Results) -> List[str]:
                           + ("agrees in sign" + (" and is larger" if f15["interval"].low > 2.23 else "")
                              if f15["verdict"] == "helps" else "does not reproduce it") + ".")
         unconverged = full["scratch_change"] is not None and abs(full["scratch_change"]) >= 1.0
-        if full["verdict"] not in ("helps", "hurts"):
+        if full["verdict"].startswith("inconclusive"):
+            claims.append("With all labels the paper finds no gain; here the interval allows both no gain and one larger "
+                          "than the margin: inconclusive, so this run cannot tell.")
+        elif full["verdict"] not in ("helps", "hurts"):
             claims.append("With all labels the paper finds no gain; here the interval allows none either, which agrees.")
         else:
             claims.append(f"With all labels the paper finds no gain; here PPKT {full['verdict']} "
@@ -193,7 +196,10 @@ def write_report(results: Results, page: Path, title: str = "Transfer benchmark 
 
 
 def agreement(verdict: str, paper: str) -> str:
-    """Whether an interval's verdict agrees with the paper's finding ("helps" / "no gain")."""
+    """Whether an interval's verdict agrees with the paper's finding ("helps" / "no gain"); an inconclusive interval
+    cannot tell."""
+    if verdict.startswith("inconclusive"):
+        return "cannot tell (inconclusive)"
     if paper == "helps":
         return "agrees" if verdict == "helps" else "disagrees (the paper finds a gain)"
     return "agrees" if verdict not in ("helps", "hurts") else f"disagrees (the paper finds no gain; here it {verdict})"

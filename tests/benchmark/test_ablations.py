@@ -6,6 +6,7 @@ from ppkt.benchmark.ablations import VARIANTS, AblationPlan, run, tables_for
 from ppkt.benchmark.report import write_ablation_report
 from ppkt.benchmark.results import Results
 from ppkt.benchmark.transfer import PROBE, scene_fraction
+from ppkt.train.run_dir import file_digest
 
 pytestmark = pytest.mark.usefixtures("two_threads")
 
@@ -24,6 +25,10 @@ def test_tiny_ablations_run_reuse_and_report(tmp_path):
     out = tmp_path / "ablations"
     results = run(tiny_plan(out))
     assert results.records["pairs"]["pairs"] > 0 and (out / "teacher2d.pt").is_file()
+    # the 2D segmentation teacher learnt from another world: none of the benchmark world's labels
+    assert results.records["world_teacher"]["settings"]["seed"] != results.records["world"]["settings"]["seed"]
+    assert results.records["teacher2d"]["settings"]["world"] == file_digest(out / "world_teacher" / "dataset.json")
+    assert file_digest(out / "world_teacher" / "dataset.json") != file_digest(out / "world" / "dataset.json")
     methods = {r["method"] for r in results.select(stage="pretrain")}
     assert methods == {"ppnce", "pl", "pointcontrast", "ppkd", "global_kd"}
     runs = results.select(stage="finetune")

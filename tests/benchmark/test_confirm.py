@@ -81,7 +81,11 @@ def test_summary_floors_and_pages(bench, tmp_path):
     assert s["pairs"] == 2 and s["pretrain_runs"] == 2 and set(s["floors"]) == {"lookup", "knn"}
     text = write_confirm_page(results, protocol, tmp_path / "page.md")
     assert results.records["protocol"]["commit"] in text and "| all labels | 3 (before the plateau) | 2 (2) |" in text
-    assert "val" in write_tuning_page(results, protocol, tmp_path / "tuning.md")
+    tuning = write_tuning_page(results, protocol, tmp_path / "tuning.md")
+    # the pilot: the 2 seeds at the chosen budget 3, their paired differences on val and Stein's pairs
+    runs = {(r["init"], r["seed"]): 100 * r["miou"] for r in results.select(stage="curve", cell="full", budget=3)}
+    diffs = [runs["ppkt", s] - runs["scratch", s] for s in (0, 1)]
+    assert "- full at 3 iterations: 2 pairs on val, PPKT - scratch " + ", ".join(f"{x:+.1f}" for x in diffs) in tuning
     assert (tmp_path / "images" / "tuning.png").is_file()
 
 
