@@ -1,4 +1,5 @@
-"""The confirmatory segmentation benchmark: tuned on val, fixed in a committed protocol, reported on a test world.
+"""The confirmatory benchmarks (segmentation and detection): tuned on val, fixed in a committed protocol, reported
+on a test world.
 
 Stages (records of <out>/results.json, each resumable; `ppkt.benchmark.protocol` holds the settings):
 1. worlds: the world (train + val scenes with their RGB-D frames, seed `world_seed`) and the test world (seed
@@ -10,8 +11,10 @@ Stages (records of <out>/results.json, each resumable; `ppkt.benchmark.protocol`
    chosen budget with `pilot_pairs` seeds: its sd of the paired differences sizes the confirmatory pairs (Stein);
 4. confirm (test; only with a fixed, committed protocol): per cell `pairs` pairs at `budget`; pair i has fine-tuning
    seed first_seed + i and the backbone of pretraining run i mod K; every run is scored on the test world;
-5. floors: the lookup table and the k-nearest-neighbour classifier (`ppkt.benchmark.floor`), fitted on the
-   labelled points of a cell's pairs and scored on the test world.
+5. floors (segmentation): the lookup table and the k-nearest-neighbour classifier (`ppkt.benchmark.floor`), fitted
+   on the labelled points of a cell's pairs and scored on the test world.
+The protocol's `task` picks the fine-tuning (`TASKS`): semantic segmentation scored by mIoU, or VoteNet detection
+scored by mAP@0.25 (and mAP@0.5 beside it).
 The analysis (`summary`): per cell the mean paired difference PPKT - scratch on the test world, its interval over
 pretraining runs (`stats.clustered_interval`: the pairs of one pretraining run form one cluster, so another
 pretraining run's spread is inside the interval; with one pair per run it is the paired t-interval), and the verdict
@@ -21,11 +24,11 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
 from statistics import mean, stdev
-from typing import Dict, List, Optional, Sequence
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 from ppkt.benchmark.protocol import CellProtocol, Protocol, committed_version
 from ppkt.benchmark.results import Results
@@ -45,6 +48,12 @@ def plan_of(protocol: Protocol, out: Path) -> Plan:
 
 
 def cell_of(protocol: Protocol, spec: CellProtocol) -> Cell:
+    if protocol.task == "detection":
+        if spec.key == "full":
+            return Cell("full", "detection, all labels", (), 1.0)
+        fraction = float(spec.key[1:])
+        return Cell(spec.key, f"detection, {100 * fraction:g} % of the scenes", (f"data.label_fraction={fraction}",),
+                    fraction)
     if spec.key == "probe":
         return Cell("probe", "linear probe (frozen backbone), all labels",
                     ("model.freeze_backbone=true", *protocol.probe_recipe), 2.0)
@@ -66,6 +75,16 @@ def run_config(plan: Plan, world: Path, cell: Cell, seed: int, backbone: Optiona
     return cfg
 
 
+def detection_run_config(plan: Plan, world: Path, cell: Cell, seed: int, backbone: Optional[Path], init: str = ""):
+    """`detection.detection_config` evaluated on val once, at the end, in the run folder finetune/<cell>/<init>_s<seed>."""
+    from ppkt.benchmark.detection import detection_config
+
+    cfg = detection_config(plan, world, cell, seed, backbone, init or ("ppkt" if backbone else "scratch"))
+    cfg.train.eval_every = 0
+    cfg.train.out_dir = str(plan.out / "finetune" / cell.key / Path(cfg.train.out_dir).name)
+    return cfg
+
+
 def run_scored(cfg, test_world: Optional[str] = None) -> dict:
     """Fine-tune from nothing (`transfer.run_finetune`: val mIoU as "miou") and, with `test_world`, score the final
     model on its "test" split ("test_miou")."""
@@ -78,6 +97,39 @@ def run_scored(cfg, test_world: Optional[str] = None) -> dict:
         test = evaluate_checkpoint(out / "checkpoints" / "last.pt", test_world, "test", out / "eval_test", "cpu", 0, False)
         scores["test_miou"] = test["miou"]
     return {**scores, **provenance(time.perf_counter() - t)}
+
+
+def run_detection_scored(cfg, test_world: Optional[str] = None) -> dict:
+    """Fine-tune a detector from nothing (`detection.run_detection`: val "map25", "map50") and, with `test_world`,
+    score the final model on its "test" split ("test_map25", "test_map50")."""
+    from ppkt.benchmark.detection import run_detection
+    from ppkt.detection.evaluate import evaluate_detection_checkpoint
+
+    t = time.perf_counter()
+    scores = run_detection(cfg)
+    if test_world is not None:
+        out = Path(cfg.train.out_dir)
+        test = evaluate_detection_checkpoint(out / "checkpoints" / "last.pt", test_world, "test", out / "eval_test",
+                                             "cpu", False)
+        scores.update(test_map25=test["mAP@0.25"], test_map50=test["mAP@0.5"])
+    return {**scores, **provenance(time.perf_counter() - t)}
+
+
+@dataclass(frozen=True)
+class Task:
+    """What a benchmark fine-tunes: the run config (plan, world, cell, seed, backbone, init), the worker
+    (config, test_world) -> scores, the val score of its records and the test scores it reports (first: the verdict's)."""
+
+    config: Callable
+    worker: Callable
+    val_score: str
+    test_scores: Tuple[str, ...]
+    score_name: Tuple[str, ...]
+
+
+TASKS = {"segmentation": Task(run_config, run_scored, "miou", ("test_miou",), ("mIoU",)),
+         "detection": Task(detection_run_config, run_detection_scored, "map25", ("test_map25", "test_map50"),
+                           ("mAP@0.25", "mAP@0.5"))}
 
 
 # ----------------------------------------------------------------------------------------------------- stages
@@ -108,7 +160,7 @@ def val_runs(protocol: Protocol) -> Dict[int, Dict[str, int]]:
 def stage_curves(plan: Plan, protocol: Protocol, results: Results, world: Path, backbones: Sequence[Path]) -> None:
     """Learning curves and pilots on val (`val_runs`), shortest budgets first; seed s fine-tunes the backbone of
     pretraining run s mod K."""
-    todo = []
+    task, todo = TASKS[protocol.task], []
     for budget, cells in sorted(val_runs(protocol).items()):
         for spec in protocol.cells:
             if spec.key not in cells:
@@ -119,10 +171,11 @@ def stage_curves(plan: Plan, protocol: Protocol, results: Results, world: Path, 
                 for init, weights in (("scratch", None), ("ppkt", backbones[seed % len(backbones)])):
                     todo += [(name, settings, cfg, {**labels, "cell": spec.key, "budget": budget})
                              for name, settings, cfg, labels in finetune_job(
-                                 at_budget(plan, budget), results, world, cell, seed, init, weights, run_config, "curve")]
+                                 at_budget(plan, budget), results, world, cell, seed, init, weights, task.config,
+                                 "curve")]
     if todo:
         print(f"curves (val): {len(todo)} runs to do, {plan.jobs} at a time", flush=True)
-        run_jobs(plan, results, todo)
+        run_jobs(plan, results, todo, task.worker, task.val_score)
 
 
 def stage_confirm(plan: Plan, protocol: Protocol, protocol_file: Path, results: Results, world: Path, test_world: Path,
@@ -134,7 +187,7 @@ def stage_confirm(plan: Plan, protocol: Protocol, protocol_file: Path, results: 
     record = {"commit": commit, "file": str(protocol_file), "out": str(plan.out)}
     results.run("protocol", {"protocol": json.loads(json.dumps(protocol.__dict__, default=lambda o: o.__dict__))},
                 lambda: record, stage="protocol")
-    todo = []
+    task, todo = TASKS[protocol.task], []
     for spec in protocol.cells:
         cell = cell_of(protocol, spec)
         for i in range(spec.pairs):
@@ -142,11 +195,11 @@ def stage_confirm(plan: Plan, protocol: Protocol, protocol_file: Path, results: 
             for init, weights in (("scratch", None), ("ppkt", backbones[k])):
                 todo += [(name, settings, cfg, {**labels, "pair": i, "pretrain_run": k, "budget": spec.budget})
                          for name, settings, cfg, labels in finetune_job(
-                             at_budget(plan, spec.budget), results, world, cell, seed, init, weights, run_config,
+                             at_budget(plan, spec.budget), results, world, cell, seed, init, weights, task.config,
                              "confirm")]
     if todo:
         print(f"confirm (test): {len(todo)} runs to do, {plan.jobs} at a time", flush=True)
-        run_jobs(plan, results, todo, partial(run_scored, test_world=str(test_world)), score="test_miou")
+        run_jobs(plan, results, todo, partial(task.worker, test_world=str(test_world)), task.test_scores[0])
 
 
 def stage_floors(plan: Plan, protocol: Protocol, results: Results, world: Path, test_world: Path,
@@ -193,23 +246,25 @@ def run(protocol: Protocol, protocol_file: Path, out: Path, until: str = "curves
     stage_curves(plan, protocol, results, world, backbones)
     if until == "confirm":
         stage_confirm(plan, protocol, protocol_file, results, world, test_world, backbones)
-        stage_floors(plan, protocol, results, world, test_world)
+        if protocol.task == "segmentation":
+            stage_floors(plan, protocol, results, world, test_world)
     return results
 
 
 # ----------------------------------------------------------------------------------------------------- analysis
-def curve(results: Results, cell: str) -> Dict[int, Dict[str, List[float]]]:
-    """{budget: {"scratch": [val mIoU points per seed], "ppkt": [...]}} of a cell's learning curve."""
+def curve(results: Results, cell: str, score: str = "miou") -> Dict[int, Dict[str, List[float]]]:
+    """{budget: {"scratch": [val `score` points per seed], "ppkt": [...]}} of a cell's learning curve."""
     out: Dict[int, Dict[str, List[float]]] = {}
     for r in sorted(results.select(stage="curve", cell=cell), key=lambda r: (r["budget"], r["seed"])):
-        out.setdefault(r["budget"], {}).setdefault(r["init"], []).append(100 * r["miou"])
+        out.setdefault(r["budget"], {}).setdefault(r["init"], []).append(100 * r[score])
     return out
 
 
-def plateau(results: Results, cell: str, gain: float) -> dict:
+def plateau(results: Results, cell: str, gain: float, score: str = "miou") -> dict:
     """The cell's curve with scratch's change per doubling; "budget": the smallest B whose doubling changed scratch's
-    mean val mIoU by less than `gain` points (None when no doubling did), "last_gain": the change at the last doubling."""
-    c = curve(results, cell)
+    mean val `score` by less than `gain` points (None when no doubling did), "last_gain": the change at the last
+    doubling."""
+    c = curve(results, cell, score)
     budgets = [b for b in sorted(c) if c[b].get("scratch")]
     means = {b: mean(c[b]["scratch"]) for b in budgets}
     steps = {b: means[b2] - means[b] for b, b2 in zip(budgets, budgets[1:]) if b2 == 2 * b}
@@ -223,12 +278,12 @@ def pilot(results: Results, protocol: Protocol, spec: CellProtocol) -> Optional[
     their sd, and the pairs Stein's rule asks for a ±protocol.half_width interval; None before 2 pairs exist."""
     from ppkt.benchmark.stats import stein_pairs
 
-    arms = curve(results, spec.key).get(spec.budget, {}) if spec.budget else {}
+    score = TASKS[protocol.task].val_score
     runs = {(r["init"], r["seed"]): r for r in results.select(stage="curve", cell=spec.key, budget=spec.budget)}
-    seeds = sorted(s for (init, s) in runs if init == "scratch" and ("ppkt", s) in runs)
-    if len(seeds) < 2 or not arms:
+    seeds = sorted(s for (init, s) in runs if init == "scratch" and ("ppkt", s) in runs) if spec.budget else []
+    if len(seeds) < 2:
         return None
-    d = [100 * (runs["ppkt", s]["miou"] - runs["scratch", s]["miou"]) for s in seeds]
+    d = [100 * (runs["ppkt", s][score] - runs["scratch", s][score]) for s in seeds]
     sd = stdev(d)
     return {"pairs": len(seeds), "diffs": d, "sd": sd,
             "stein": stein_pairs(sd, len(seeds), protocol.half_width, protocol.confidence)}
@@ -278,14 +333,24 @@ def _moved(value, old: str, new: str):
     return value
 
 
-def rerun(results: Results, name: str, out: Path) -> dict:
+def config_schema(task: str) -> type:
+    """The fine-tuning config class of a task."""
+    if task == "detection":
+        from ppkt.train.detect_config import DetectionConfig
+
+        return DetectionConfig
+    from ppkt.train.finetune_config import FinetuneConfig
+
+    return FinetuneConfig
+
+
+def rerun(results: Results, name: str, out: Path, protocol: Protocol) -> dict:
     """Rerun record `name` (a curve or confirm run) from nothing in `out`: its worlds, the pretraining run it
     fine-tunes (checked against the recorded backbone's hash), and the run itself. Returns {"recorded", "rerun"}
-    (mIoU points of the record's score: test for a confirm run, else val)."""
+    (points of the record's score: the task's first test score for a confirm run, else its val score)."""
     from omegaconf import OmegaConf
 
     from ppkt.synthetic.dataset import write_dataset
-    from ppkt.train.finetune_config import FinetuneConfig
     from ppkt.train.run_dir import file_digest
 
     if name not in results.records:
@@ -309,7 +374,8 @@ def rerun(results: Results, name: str, out: Path) -> dict:
         backbone = pretrain(cfg, overwrite=True) / "backbone.pth"
         if file_digest(backbone) != record["settings"]["inputs"]["backbone"]:
             print(f"note: the rerun backbone {backbone} differs from the recorded one (hash)")
-    cfg = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(FinetuneConfig), _moved(config, old, new)))
-    scores = run_scored(cfg, str(Path(new) / TEST_WORLD) if test else None)
-    key = "test_miou" if test else "miou"
+    task = TASKS[protocol.task]
+    cfg = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(config_schema(protocol.task)), _moved(config, old, new)))
+    scores = task.worker(cfg, str(Path(new) / TEST_WORLD) if test else None)
+    key = task.test_scores[0] if test else task.val_score
     return {"score": key, "recorded": 100 * record[key], "rerun": 100 * scores[key]}

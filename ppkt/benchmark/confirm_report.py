@@ -6,11 +6,12 @@ from pathlib import Path
 from statistics import mean, stdev
 from typing import List
 
-from ppkt.benchmark.confirm import TEST_WORLD, curve, pilot, plateau, summary
+from ppkt.benchmark.confirm import TASKS, TEST_WORLD, curve, pilot, plateau, summary
 from ppkt.benchmark.protocol import Protocol
 from ppkt.benchmark.report import provenance, stage_minutes
 from ppkt.benchmark.results import Results
 
+DETECTION_PAPER = "ScanNet, all labels: mAP@0.25 +3.17, mAP@0.5 +4.36"
 PAPER = {"probe": None, "full": "no gain (ScanNet, all labels: 69.49 -> 69.56)",
          "f": "+2.23 at 15 % of the scenes (ScanNet)", "p": "not reported (the data-efficient protocol came later)"}
 
@@ -26,10 +27,11 @@ def plot_curves(results: Results, protocol: Protocol, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    cells = [c for c in protocol.cells if curve(results, c.key)]
+    task = TASKS[protocol.task]
+    cells = [c for c in protocol.cells if curve(results, c.key, task.val_score)]
     fig, axes = plt.subplots(1, max(len(cells), 1), figsize=(3.2 * max(len(cells), 1), 3.2), dpi=110, squeeze=False)
     for ax, spec in zip(axes[0], cells):
-        c = curve(results, spec.key)
+        c = curve(results, spec.key, task.val_score)
         for init, colour in (("scratch", "C0"), ("ppkt", "C1")):
             budgets = [b for b in sorted(c) if c[b].get(init)]
             ax.plot(budgets, [mean(c[b][init]) for b in budgets], "-o", color=colour, label=init, ms=4)
@@ -41,7 +43,7 @@ def plot_curves(results: Results, protocol: Protocol, path: Path) -> None:
         ax.set_title(spec.key, fontsize=9)
         ax.set_xlabel("fine-tuning iterations", fontsize=8)
         ax.grid(alpha=0.3)
-    axes[0][0].set_ylabel("val mIoU (points)", fontsize=8)
+    axes[0][0].set_ylabel(f"val {task.score_name[0]} (points)", fontsize=8)
     axes[0][0].legend(fontsize=8)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -50,10 +52,12 @@ def plot_curves(results: Results, protocol: Protocol, path: Path) -> None:
 
 
 def curve_table(results: Results, protocol: Protocol) -> List[str]:
-    lines = ["| cell | budget | seeds | scratch val mIoU | PPKT val mIoU | PPKT - scratch | scratch change at the next "
-             "doubling |", "|" + " --- |" * 7]
+    task = TASKS[protocol.task]
+    name = task.score_name[0]
+    lines = [f"| cell | budget | seeds | scratch val {name} | PPKT val {name} | PPKT - scratch | scratch change at the "
+             "next doubling |", "|" + " --- |" * 7]
     for spec in protocol.cells:
-        p = plateau(results, spec.key, protocol.plateau_gain)
+        p = plateau(results, spec.key, protocol.plateau_gain, task.val_score)
         for b, arms in sorted(p["curve"].items()):
             n = min(len(arms.get("scratch", [])), len(arms.get("ppkt", [])))
             if not n:
@@ -68,14 +72,16 @@ def curve_table(results: Results, protocol: Protocol) -> List[str]:
 def write_tuning_page(results: Results, protocol: Protocol, page: Path) -> str:
     """The learning curves and pilots on val (nothing from the test world), with the budget each cell's curve
     supports: at the plateau, or the largest measured with scratch's gain still per doubling."""
+    task = TASKS[protocol.task]
+    name = task.score_name[0]
     image = Path("images") / (page.stem + ".png")
     plot_curves(results, protocol, page.parent / image)
-    chosen = []
+    chosen: List[str] = []
     for spec in protocol.cells:
-        p = plateau(results, spec.key, protocol.plateau_gain)
+        p = plateau(results, spec.key, protocol.plateau_gain, task.val_score)
         if p["budget"] is not None:
             chosen.append(f"- {spec.key}: at the plateau from {p['budget']} iterations (doubling changed scratch by "
-                          f"{p['changes'][p['budget']]:+.1f} val mIoU)")
+                          f"{p['changes'][p['budget']]:+.1f} val {name})")
         elif p["last_gain"] is not None:
             chosen.append(f"- {spec.key}: no plateau up to {max(p['curve'])} iterations (scratch's last doubling: "
                           f"{p['last_gain']:+.1f})")
@@ -90,31 +96,36 @@ def write_tuning_page(results: Results, protocol: Protocol, page: Path) -> str:
         pilots = ["Pilots (they fix each cell's confirmatory pairs before any test score exists):", "", *pilots]
     text = "\n".join([
         f"# {protocol.name.capitalize()} benchmark: tuning on val", "",
-        "Learning curves of the confirmatory protocol (`configs/protocols/segmentation.yaml`), measured on the val "
+        f"Learning curves of the confirmatory protocol (`configs/protocols/{protocol.name}.yaml`), measured on the val "
         "scenes of the world only: the test world is not read by these stages. Each budget is a whole run of that "
         "length (the cosine schedule ends at the budget); seed s fine-tunes the backbone of pretraining run s mod "
-        f"{protocol.pretrain_runs}. A budget B is at the plateau when doubling it changes scratch's mean val mIoU by "
+        f"{protocol.pretrain_runs}. A budget B is at the plateau when doubling it changes scratch's mean val {name} by "
         f"less than {protocol.plateau_gain:g} point.", "", provenance(results), "", *curve_table(results, protocol), "",
         *chosen, "", *pilots, "", f"Time: {stage_minutes(results, 'curve', 'curves')}.", "",
-        f"![val mIoU against iterations]({image.as_posix()})", ""])
+        f"![val {name} against iterations]({image.as_posix()})", ""])
     page.parent.mkdir(parents=True, exist_ok=True)
     page.write_text(text)
     return text
 
 
 def confirm_table(results: Results, protocol: Protocol) -> List[str]:
-    lines = ["| cell | budget | pairs (pretraining runs) | scratch | PPKT | PPKT - scratch (95 % CI) | verdict | lookup "
-             "floor | kNN floor | the paper |", "|" + " --- |" * 10]
+    """One row per cell and test score: both arms' means, PPKT - scratch with its interval over pretraining runs, the
+    verdict, the floors (segmentation) and the paper's finding."""
+    task = TASKS[protocol.task]
+    floors = protocol.task == "segmentation"
+    lines = ["| cell | score | budget | pairs (pretraining runs) | scratch | PPKT | PPKT - scratch (95 % CI) | verdict | "
+             + ("lookup floor | kNN floor | " if floors else "") + "the paper |", "|" + " --- |" * (11 if floors else 9)]
     for spec in protocol.cells:
-        s = summary(results, spec.key, protocol.margin, protocol.confidence)
-        if s is None:
-            continue
-        iv, f = s["interval"], s["floors"]
-        claim = f"{s['budget']}" + (" (plateau)" if spec.plateau else " (before the plateau)")
-        lines.append(f"| {s['title']} | {claim} | {s['pairs']} ({s['pretrain_runs']}) | {s['scratch']:.1f} | "
-                     f"{s['ppkt']:.1f} | {iv.mean:+.1f} [{iv.low:+.1f}, {iv.high:+.1f}] | {s['verdict']} | "
-                     + " | ".join(f"{f[k]:.1f}" if k in f else "-" for k in ("lookup", "knn"))
-                     + f" | {paper_says(spec.key)} |")
+        for score, name in zip(task.test_scores, task.score_name):
+            s = summary(results, spec.key, protocol.margin, protocol.confidence, score)
+            if s is None:
+                continue
+            iv, f = s["interval"], s["floors"]
+            claim = f"{s['budget']}" + (" (plateau)" if spec.plateau else " (before the plateau)")
+            lines.append(f"| {s['title']} | {name} | {claim} | {s['pairs']} ({s['pretrain_runs']}) | {s['scratch']:.1f} | "
+                         f"{s['ppkt']:.1f} | {iv.mean:+.1f} [{iv.low:+.1f}, {iv.high:+.1f}] | {s['verdict']} | "
+                         + ("".join(f"{f[k]:.1f} | " if k in f else "- | " for k in ("lookup", "knn")) if floors else "")
+                         + f"{paper_says(spec.key) if protocol.task == 'segmentation' else DETECTION_PAPER} |")
     return lines
 
 
@@ -133,10 +144,11 @@ def pretrain_spread(results: Results) -> str:
 
 def write_confirm_page(results: Results, protocol: Protocol, page: Path, intro: str = "") -> str:
     record = results.records.get("protocol", {})
+    title = "Transfer benchmark" if protocol.task == "segmentation" else "Detection benchmark"
     text = "\n".join([
-        "# Transfer benchmark (synthetic world): the confirmatory run", "", *([intro, ""] if intro else []),
+        f"# {title} (synthetic world): the confirmatory run", "", *([intro, ""] if intro else []),
         f"Protocol: `{record.get('file', '?')}` at commit {record.get('commit', '?')}, committed before this run. "
-        f"Scores: mIoU on the test world (`{TEST_WORLD}`, world seed {protocol.test_seed}, {protocol.test_scenes} "
+        f"Scores: {' and '.join(TASKS[protocol.task].score_name)} on the test world (`{TEST_WORLD}`, world seed {protocol.test_seed}, {protocol.test_scenes} "
         "scenes that no tuning stage and no pretraining run read). Interval: the mean paired difference over "
         "pretraining runs (the pairs of one pretraining run form one cluster; t over the clusters), so another "
         f"pretraining run's spread is inside it. Verdict: helps / hurts when the interval excludes 0; no effect larger "

@@ -28,6 +28,7 @@ class CellProtocol:
 @dataclass
 class Protocol:
     name: str = "segmentation"
+    task: str = "segmentation"  # "segmentation" (mIoU) | "detection" (VoteNet, mAP@0.25 and mAP@0.5)
     status: str = "draft"  # "draft" | "fixed"
     margin: float = 2.0  # points: "no effect larger than ±margin" needs the whole interval inside ±margin
     confidence: float = 0.95
@@ -42,6 +43,7 @@ class Protocol:
     student: List[int] = field(default_factory=lambda: [16, 32, 64, 128, 128, 64, 48, 48])
     pretrain_runs: int = 4  # independent PPKT runs (train.seed 0..K-1); confirmatory pair i uses run i mod K
     pretrain_iterations: int = 600
+    # over the task's fine-tuning config (configs/finetune_synthetic.yaml, configs/detection_synthetic.yaml)
     recipe: List[str] = field(default_factory=lambda: [
         "optim.name=adamw", "optim.lr=0.005", "optim.weight_decay=0.01", "optim.schedule=cosine"])
     probe_recipe: List[str] = field(default_factory=lambda: [
@@ -61,13 +63,17 @@ def load_protocol(path: str | Path) -> Protocol:
 
     p = load_config(path, (), Protocol)
     problems = [f"status must be draft or fixed, got {p.status!r}"] if p.status not in ("draft", "fixed") else []
+    if p.task not in ("segmentation", "detection"):
+        problems.append(f"task must be segmentation or detection, got {p.task!r}")
     if p.pretrain_runs < 1 or not p.cells:
         problems.append("needs pretrain_runs >= 1 and at least one cell")
     keys = [c.key for c in p.cells]
     if len(set(keys)) != len(keys):
         problems.append(f"cell keys repeat: {keys}")
     for c in p.cells:
-        if not (c.key in ("probe", "full") or c.key[:1] in ("f", "p")):
+        if p.task == "detection" and not (c.key == "full" or c.key[:1] == "f"):
+            problems.append(f"cell {c.key!r}: detection cells are full or f<fraction>")
+        elif not (c.key in ("probe", "full") or c.key[:1] in ("f", "p")):
             problems.append(f"cell {c.key!r}: use probe, full, f<fraction> or p<points>")
         if p.status == "fixed" and (c.budget < 1 or c.pairs < 2):
             problems.append(f"cell {c.key}: a fixed protocol needs budget >= 1 and pairs >= 2 (got {c.budget}, {c.pairs})")

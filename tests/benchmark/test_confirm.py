@@ -80,7 +80,7 @@ def test_summary_floors_and_pages(bench, tmp_path):
     s = summary(results, "full", protocol.margin)
     assert s["pairs"] == 2 and s["pretrain_runs"] == 2 and set(s["floors"]) == {"lookup", "knn"}
     text = write_confirm_page(results, protocol, tmp_path / "page.md")
-    assert results.records["protocol"]["commit"] in text and "| all labels | 3 (before the plateau) | 2 (2) |" in text
+    assert results.records["protocol"]["commit"] in text and "| all labels | mIoU | 3 (before the plateau) | 2 (2) |" in text
     tuning = write_tuning_page(results, protocol, tmp_path / "tuning.md")
     # the pilot: the 2 seeds at the chosen budget 3, their paired differences on val and Stein's pairs
     runs = {(r["init"], r["seed"]): 100 * r["miou"] for r in results.select(stage="curve", cell="full", budget=3)}
@@ -105,5 +105,45 @@ def test_confirm_needs_a_fixed_committed_protocol(bench, tmp_path):
 
 def test_rerun_reproduces_a_recorded_score(bench, tmp_path):
     _, _, results = bench
-    r = rerun(results, "confirm/f0.5/ppkt_s1001", tmp_path / "again")
+    r = rerun(results, "confirm/f0.5/ppkt_s1001", tmp_path / "again", load_protocol(bench[0]))
     assert r["score"] == "test_miou" and r["rerun"] == pytest.approx(r["recorded"], abs=1e-9)
+
+
+DETECTION = """name: detection
+task: detection
+status: {status}
+scenes: 5
+frames_per_scene: 2
+point_spacing: 0.05
+test_scenes: 2
+student: [8, 16, 16, 16, 16, 16, 16, 16]
+pretrain_runs: 1
+pretrain_iterations: 2
+recipe: [optim.name=adamw, optim.lr=0.002, eval.min_score=0.0]
+max_voxels: 2000
+curve_seeds: 1
+pilot_pairs: 1
+jobs: 1
+cells:
+  - {{key: full, curve: [2], budget: 2, pairs: 2}}
+"""
+
+
+def test_detection_protocol_scores_both_maps_on_the_test_world(tmp_path):
+    git(tmp_path, "init", "-q")
+    path = tmp_path / "detection.yaml"
+    path.write_text(DETECTION.format(status="fixed"))
+    git(tmp_path, "add", "detection.yaml")
+    git(tmp_path, "commit", "-q", "-m", "protocol")
+    results = run(load_protocol(path), path, tmp_path / "bench", until="confirm")
+    confirm = results.select(stage="confirm")
+    assert len(confirm) == 4 and all(0 <= r["test_map50"] <= 1 and 0 <= r["test_map25"] <= 1 for r in confirm)
+    assert {r["settings"]["config"]["data"]["label_fraction"] for r in confirm} == {1.0}
+    assert not results.select(stage="floor")  # the floors are per-point classifiers: segmentation only
+    text = write_confirm_page(results, load_protocol(path), tmp_path / "page.md")
+    assert "| detection, all labels | mAP@0.25 | 2 (before the plateau) | 2 (1) |" in text
+    assert "| detection, all labels | mAP@0.5 |" in text
+    with pytest.raises(UserError, match="detection cells"):
+        bad = tmp_path / "bad.yaml"
+        bad.write_text(DETECTION.format(status="draft").replace("key: full", "key: p20"))
+        load_protocol(bad)
