@@ -126,7 +126,7 @@ def student_features(student: torch.nn.Module, sample) -> torch.Tensor:
 def pca_figure(sample, students: Dict[str, torch.nn.Module], out_dir: Path) -> Dict[str, object]:
     """out_dir/<name>.ply per student (voxel points in metres, PCA colours) and out_dir/pca.png (the students side
     by side, seen from above). Returns {"ply": [paths], "png": path, "points": M}."""
-    from ppkt.train.evaluate import write_ply
+    from ppkt.data.ply import write_ply
 
     plt = _pyplot()
     out_dir = Path(out_dir)

@@ -55,6 +55,13 @@ class Progress:
             self.bar = tqdm(total=total, initial=initial, desc=desc, unit=unit, file=self.stream, leave=leave,
                             dynamic_ncols=True)
 
+    def set_total(self, total: Optional[int]) -> None:
+        """Change the number of steps (known only once the work is planned)."""
+        self.total = total
+        if self.bar is not None:
+            self.bar.total = total
+            self.bar.refresh()
+
     def update(self, n: int = 1) -> None:
         """Advance by n steps (moves the bar; prints nothing without one)."""
         self.n += n

@@ -142,6 +142,19 @@ def pretrain_spread(results: Results) -> str:
             f"{max(means):.1f} test mIoU (sd {stdev(means):.2f}).")
 
 
+def run_ids(results: Results, protocol: Protocol) -> List[str]:
+    """Every confirmatory run by id (its record's name) with its test score, a line per cell."""
+    score = TASKS[protocol.task].test_scores[0]
+    lines = []
+    for spec in protocol.cells:
+        runs = sorted(results.select(stage="confirm", cell=spec.key), key=lambda r: (r["pair"], r["init"]))
+        if runs:
+            lines.append(f"- {spec.key}: " + ", ".join(f"`{r['name']}` {100 * r[score]:.1f}" for r in runs))
+    return ["Runs (id and test score; `python benchmarks/confirm.py rerun ID` reruns one from nothing, its "
+            f"pretraining included, and prints both scores; every record is in `docs/results/{protocol.name}.json`):",
+            "", *lines] if lines else []
+
+
 def write_confirm_page(results: Results, protocol: Protocol, page: Path, intro: str = "") -> str:
     record = results.records.get("protocol", {})
     title = "Transfer benchmark" if protocol.task == "segmentation" else "Detection benchmark"
@@ -154,7 +167,8 @@ def write_confirm_page(results: Results, protocol: Protocol, page: Path, intro: 
         f"pretraining run's spread is inside it. Verdict: helps / hurts when the interval excludes 0; no effect larger "
         f"than ±{protocol.margin:g} only when it lies inside ±{protocol.margin:g}; else inconclusive. A network "
         "below a floor is under-trained.", "", provenance(results), "", *confirm_table(results, protocol), "",
-        pretrain_spread(results), "", f"Time: {stage_minutes(results, 'confirm', 'confirmatory fine-tuning')}.", ""])
+        pretrain_spread(results), "", f"Time: {stage_minutes(results, 'confirm', 'confirmatory fine-tuning')}.", "",
+        *run_ids(results, protocol), ""])
     page.parent.mkdir(parents=True, exist_ok=True)
     page.write_text(text)
     return text

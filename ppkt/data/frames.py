@@ -260,6 +260,11 @@ class FrameFolder(Sequence):
         self._files, self._K, self._K_color = files, K_depth, K_color
         self._has_poses, self._depth_scale, self._max_depth = has_poses, depth_scale, max_depth
 
+    @property
+    def has_poses(self) -> bool:
+        """Whether every frame has a camera-to-world pose file."""
+        return self._has_poses
+
     def __len__(self) -> int:
         return len(self.names)
 

@@ -141,6 +141,16 @@ class SparseResUNet(nn.Module):
             self.dec.append(_blocks(dec_ch + skip_ch, dec_ch, layers[n - s - 1], key=f"subm{s}"))
         self.apply(self._init_weights)
 
+    def receptive_radius(self) -> int:
+        """Voxels from an output voxel to the farthest input voxel that can change it: the stem's 5^3 kernel (2),
+        each down conv (one cell of its input stride), each residual block (two 3^3 SubM convs: 2 cells of its stride)
+        and each up conv (one cell of its output stride)."""
+        r, n = 2, self.num_stages
+        for s in range(n):
+            r += 2**s + self.layers[s] * 2 * 2 ** (s + 1)  # down to stride 2^(s+1), then the encoder blocks
+            r += 2**s + self.layers[2 * n - 1 - s] * 2 * 2**s  # up to stride 2^s, then the decoder blocks
+        return r
+
     @staticmethod
     def _init_weights(m: nn.Module) -> None:
         """Pointcept's scheme: SubM convs ~ truncated N(0, 0.02); BN = (1, 0); other convs spconv's default."""

@@ -24,6 +24,7 @@ from typing import Dict, List, Optional, Sequence
 import numpy as np
 
 from ppkt.data.scenes import SCANNET20, SceneError
+from ppkt.errors import UserError
 from ppkt.geometry.normals import mesh_vertex_normals
 from ppkt.prepare.folders import build_folder
 
@@ -54,19 +55,13 @@ def scan_files(scan_dir: Path) -> Dict[str, Path]:
 
 
 def read_ply(path: Path):
-    """(vertex element, face element or None) of a PLY file, via plyfile; SceneError naming the file."""
-    from plyfile import PlyData, PlyElementParseError, PlyHeaderParseError
+    """(vertex element, face element or None) of a PLY file (`ppkt.data.ply.read_ply`); SceneError naming the file."""
+    from ppkt.data.ply import read_ply as read
 
-    if not path.is_file():
-        raise SceneError(f"{path}: file not found")
     try:
-        ply = PlyData.read(str(path))
-    except (PlyHeaderParseError, PlyElementParseError, ValueError, EOFError, OSError) as err:
-        raise SceneError(f"{path}: not a readable PLY file ({err})") from None
-    names = [e.name for e in ply.elements]
-    if "vertex" not in names:
-        raise SceneError(f"{path}: PLY file has no vertex element (elements: {names})")
-    return ply["vertex"], (ply["face"] if "face" in names else None)
+        return read(path)
+    except UserError as err:
+        raise SceneError(str(err)) from None
 
 
 def _props(element, names: Sequence[str], path: Path) -> np.ndarray:

@@ -19,6 +19,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader
 
 from ppkt.atomic import atomic_path, write_json
+from ppkt.data.ply import write_ply
 from ppkt.progress import Progress
 from ppkt.train.distributed import flush_denormals, pick_device
 from ppkt.train.metrics import confusion_matrix, segmentation_metrics
@@ -55,29 +56,6 @@ def class_colors(num_classes: int, classes_json: str | Path | None = None) -> np
     cmap = matplotlib.colormaps["tab20" if num_classes <= 20 else "hsv"]
     pos = np.arange(num_classes) / (20 if num_classes <= 20 else num_classes)
     return (np.asarray(cmap(pos))[:, :3] * 255).round().astype(np.uint8)
-
-
-def write_ply(path: str | Path, xyz: np.ndarray, rgb: np.ndarray, **int_props: np.ndarray) -> Path:
-    """Binary little-endian PLY point cloud (plyfile): float x y z (metres), uchar red green blue, then int32 properties."""
-    xyz, rgb = np.asarray(xyz), np.asarray(rgb)
-    n = xyz.shape[0]
-    if xyz.shape != (n, 3) or rgb.shape != (n, 3) or any(np.shape(v) != (n,) for v in int_props.values()):
-        raise ValueError(f"write_ply: need xyz (N, 3), rgb (N, 3) and (N,) properties, got {xyz.shape}, {rgb.shape}")
-    fields = [("x", "<f4"), ("y", "<f4"), ("z", "<f4"), ("red", "u1"), ("green", "u1"), ("blue", "u1")]
-    fields += [(k, "<i4") for k in int_props]
-    rows = np.empty(n, dtype=fields)
-    for i, axis in enumerate("xyz"):
-        rows[axis] = xyz[:, i]
-    for i, channel in enumerate(("red", "green", "blue")):
-        rows[channel] = rgb[:, i]
-    for k, v in int_props.items():
-        rows[k] = v
-    from plyfile import PlyData, PlyElement
-
-    ply = PlyData([PlyElement.describe(rows, "vertex")], text=False, byte_order="<", comments=["written by ppkt evaluate"])
-    with atomic_path(path) as tmp:
-        ply.write(str(tmp))
-    return Path(path)
 
 
 def save_confusion_png(conf: Tensor | np.ndarray, names: Sequence[str], path: str | Path, title: str = "") -> Path:
@@ -163,8 +141,8 @@ def _scene_plys(folder: Path, scene_dir: Path, name: str, pred: np.ndarray, labe
         return
     unlabelled = np.zeros((1, 3), np.uint8)
     gt_rgb = np.where((label >= 0)[:, None], colors[np.clip(label, 0, len(colors) - 1)], unlabelled)
-    write_ply(folder / f"{name}_pred.ply", xyz, colors[pred], pred=pred, label=label)
-    write_ply(folder / f"{name}_gt.ply", xyz, gt_rgb, pred=pred, label=label)
+    write_ply(folder / f"{name}_pred.ply", xyz, colors[pred], "written by ppkt evaluate", pred=pred, label=label)
+    write_ply(folder / f"{name}_gt.ply", xyz, gt_rgb, "written by ppkt evaluate", pred=pred, label=label)
 
 
 def load_finetuned(path: str | Path, device: torch.device | str = "cpu"):

@@ -81,6 +81,8 @@ def test_summary_floors_and_pages(bench, tmp_path):
     assert s["pairs"] == 2 and s["pretrain_runs"] == 2 and set(s["floors"]) == {"lookup", "knn"}
     text = write_confirm_page(results, protocol, tmp_path / "page.md")
     assert results.records["protocol"]["commit"] in text and "| all labels | mIoU | 3 (before the plateau) | 2 (2) |" in text
+    r = results.records["confirm/full/ppkt_s1000"]
+    assert f"`confirm/full/ppkt_s1000` {100 * r['test_miou']:.1f}" in text  # every run by id with its score
     tuning = write_tuning_page(results, protocol, tmp_path / "tuning.md")
     # the pilot: the 2 seeds at the chosen budget 3, their paired differences on val and Stein's pairs
     runs = {(r["init"], r["seed"]): 100 * r["miou"] for r in results.select(stage="curve", cell="full", budget=3)}

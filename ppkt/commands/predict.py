@@ -1,0 +1,130 @@
+"""`ppkt predict`: a fine-tuned segmentation model on a user's own scans (PLY clouds or meshes, scene folders, .npy /
+.npz points, folders of RGB-D frames)."""
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+from ppkt.commands import add_command
+from ppkt.errors import UserError
+
+
+def check_options(args: argparse.Namespace) -> None:
+    """Every option before any work: inputs exist, the output folder can be made, numbers in range."""
+    if not Path(args.checkpoint).is_file():
+        raise UserError(f"--checkpoint: {args.checkpoint}: no such file")
+    for item in args.inputs:
+        if not Path(item).exists():
+            raise UserError(f"INPUT: {item}: no such file or folder")
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out: {out} is a file; give a folder")
+    parent = next((p for p in [out, *out.parents] if p.exists()), Path("."))
+    import os
+
+    if not os.access(parent, os.W_OK):
+        raise UserError(f"--out: {parent} is not writable")
+    if not args.tile > 0:
+        raise UserError(f"--tile: must be > 0 metres, got {args.tile}")
+    if args.margin is not None and args.margin < 0:
+        raise UserError(f"--margin: must be >= 0 voxels, got {args.margin}")
+    if not args.scale > 0:
+        raise UserError(f"--scale: must be > 0, got {args.scale}")
+    names = [Path(i).stem if Path(i).is_file() else Path(i).name for i in args.inputs]
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise UserError(f"INPUT: several inputs are named {', '.join(twice)}; their outputs would overwrite each other")
+
+
+def _predict(args: argparse.Namespace) -> int:
+    check_options(args)
+    import numpy as np
+    import torch
+
+    from ppkt.atomic import write_json
+    from ppkt.data.ply import write_ply
+    from ppkt.predict.outputs import preview, save_npy, write_scannet_labels
+    from ppkt.predict.scan import read_scan, to_model_frame
+    from ppkt.predict.segment import segment_scan
+    from ppkt.progress import Progress
+    from ppkt.train.distributed import flush_denormals
+    from ppkt.train.evaluate import load_finetuned
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    model, classes, cfg, state = load_finetuned(args.checkpoint, "cpu")
+    colors = np.asarray(state.get("class_colors") or [], dtype=np.uint8)
+    if colors.shape != (classes.num_classes, 3):
+        from ppkt.train.evaluate import class_colors
+
+        colors = class_colors(classes.num_classes)
+    voxel = cfg.data.voxel_size
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    summary = {"checkpoint": str(args.checkpoint), "model": {
+        "arch": cfg.model.arch, "channels": list(model.backbone.channels), "classes": list(classes.names),
+        "class_set": classes.name, "voxel_size": voxel, "iterations": int(state["iteration"]),
+        "trained_on": cfg.data.root, "pretrained": cfg.model.pretrained,
+        "receptive_radius_voxels": model.backbone.receptive_radius()}, "scans": []}
+    for item in args.inputs:
+        t = time.perf_counter()
+        scan = read_scan(item, voxel, progress=not args.quiet)
+        print(scan.describe(), flush=True)
+        frame = to_model_frame(scan, args.scale, args.up, not args.no_up_check)
+        with Progress(1, f"predict {scan.name}", unit="tile", enabled=not args.quiet) as bar:
+            def on_tile(done, total):
+                bar.set_total(total)
+                bar.report(done)
+            with flush_denormals(torch.device("cpu")):
+                result = segment_scan(model, frame, voxel, args.tile, args.margin, on_tile)
+        labels = result.labels
+        files = [save_npy(out / f"{scan.name}.labels.npy", labels),
+                 write_ply(out / f"{scan.name}.ply", scan.coord, colors[labels], "written by ppkt predict",
+                           label=labels)]
+        if not args.no_preview:
+            files.append(preview(out / f"{scan.name}.png", frame.coord, labels, classes.names, colors,
+                                 f"{scan.name}: {len(labels)} points, {classes.num_classes} classes "
+                                 f"({Path(args.checkpoint).name})"))
+        if args.format == "scannet":
+            files.append(write_scannet_labels(out / f"{scan.name}.txt", labels, classes.name))
+        counts = np.bincount(labels, minlength=classes.num_classes)
+        seconds = time.perf_counter() - t
+        summary["scans"].append({"input": str(item), "kind": scan.kind, "points": int(len(labels)),
+                                 "voxels": result.voxels, "tiles": result.tiles, "seconds": round(seconds, 3),
+                                 "scale": args.scale, "up": args.up,
+                                 "points_per_class": {n: int(c) for n, c in zip(classes.names, counts) if c},
+                                 "files": [str(f) for f in files]})
+        top = ", ".join(f"{classes.names[c]} {100 * counts[c] / len(labels):.0f} %" for c in np.argsort(-counts)[:4]
+                        if counts[c])
+        print(f"{scan.name}: {len(labels)} points in {result.voxels} voxels, {result.tiles} tile(s), {seconds:.1f} s: "
+              f"{top}\n  wrote " + ", ".join(str(f) for f in files), flush=True)
+    write_json(out / "summary.json", summary)
+    print(f"summary: {out / 'summary.json'}")
+    return 0
+
+
+def add_commands(subparsers) -> None:
+    p = add_command(subparsers, "predict", "run a fine-tuned segmentation model on your own scans",
+                    epilog="inputs: .ply (cloud or mesh, binary or ASCII), a scene folder (coord.npy, color.npy), .npy "
+                           "(N x 3/6/9: xyz, rgb, normal) or .npz (coord, color, normal), or a folder of RGB-D frames "
+                           "with poses (fused at the model's voxel size). Outputs per input NAME in --out: "
+                           "NAME.labels.npy (a class id per input point, input order), NAME.ply (coloured by class), "
+                           "NAME.png (preview); and summary.json")
+    p.add_argument("inputs", nargs="+", metavar="INPUT", help="scans to label")
+    p.add_argument("--checkpoint", required=True, metavar="CKPT", help="a `ppkt finetune` checkpoint (last.pt / best.pt)")
+    p.add_argument("--out", required=True, metavar="DIR", help="output folder (made if missing)")
+    p.add_argument("--scale", type=float, default=1.0, help="multiply coordinates by this to get metres "
+                                                            "(0.001 for millimetres)")
+    p.add_argument("--up", default="z", choices=("z", "-z", "y", "-y", "x", "-x"), help="the scan's up axis")
+    p.add_argument("--no-up-check", action="store_true", help="predict even when the floor is not across the up axis")
+    p.add_argument("--tile", type=float, default=8.0, help="metres: the core of a tile on large scans")
+    p.add_argument("--margin", type=int, default=None,
+                   help="voxels of context around each tile (default: the network's receptive radius, so tiles give "
+                        "the same labels as one pass; less is faster and approximate)")
+    p.add_argument("--format", choices=("ppkt", "scannet"), default="ppkt",
+                   help="scannet: also NAME.txt, one NYU40 id per point (the ScanNet benchmark's submission format)")
+    p.add_argument("--no-preview", action="store_true", help="skip the PNG previews")
+    p.add_argument("--threads", type=int, default=0, help="CPU threads (0: torch's default)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=_predict)

@@ -1,0 +1,75 @@
+"""What `ppkt predict` writes for a scan, each file atomically: the labels (.labels.npy), a PLY coloured by class,
+a PNG preview (top view and side view of the labelled points, with a class legend) and the ScanNet benchmark text
+file; the run's summary.json is written by the command."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from ppkt.atomic import atomic_path
+from ppkt.errors import UserError
+
+# NYU40 ids of the ScanNet benchmark's 20 classes, in ppkt's scannet20 order (wall .. otherfurniture)
+SCANNET20_NYU40 = (1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 14, 16, 24, 28, 33, 34, 36, 39)
+
+
+def save_npy(path: Path, array: np.ndarray) -> Path:
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as f:
+            np.save(f, array)
+    return path
+
+
+def write_scannet_labels(path: Path, labels: np.ndarray, class_set: str) -> Path:
+    """One NYU40 id per line for each point (the ScanNet benchmark's per-vertex submission format)."""
+    if class_set not in ("scannet20", "scannet"):
+        raise UserError(f"--format scannet: the model's classes are {class_set!r}; the ScanNet benchmark takes a "
+                        "model trained on the scannet20 classes")
+    nyu = np.asarray(SCANNET20_NYU40)[labels]
+    with atomic_path(path) as tmp:
+        tmp.write_text("".join(f"{v}\n" for v in nyu))
+    return path
+
+
+def preview(path: Path, coord: np.ndarray, labels: np.ndarray, names: Sequence[str], colors: np.ndarray,
+            title: str, max_points: int = 150_000) -> Path:
+    """A PNG: the points from above and from the side, coloured by class, with a legend of the classes present
+    (with their share of the points)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import Patch
+
+    pick = np.arange(len(coord))
+    if len(coord) > max_points:
+        pick = np.random.default_rng(0).choice(len(coord), max_points, replace=False)
+    xyz, rgb = coord[pick], colors[labels[pick]] / 255.0
+    size = float(np.clip(3e5 / max(len(pick), 1), 1.5, 12.0))  # points^2: dense clouds small, sparse ones large
+    fig, axes = plt.subplots(1, 2, figsize=(12, 5.6), dpi=100)
+    # top view without the top 30 cm (a ceiling would hide the room), higher points drawn last
+    top = np.flatnonzero(xyz[:, 2] < xyz[:, 2].max() - 0.3) if np.ptp(xyz[:, 2]) > 0.6 else np.arange(len(xyz))
+    top = top[np.argsort(xyz[top, 2])]
+    axes[0].scatter(xyz[top, 0], xyz[top, 1], c=rgb[top], s=size, marker="o", linewidths=0)
+    axes[0].set_title("from above (x, y; the top 30 cm left out)", fontsize=9)
+    # side view without the nearest 30 cm (a wall would hide the room), nearer points drawn last
+    side = np.flatnonzero(xyz[:, 1] > xyz[:, 1].min() + 0.3) if np.ptp(xyz[:, 1]) > 0.6 else np.arange(len(xyz))
+    side = side[np.argsort(-xyz[side, 1])]
+    axes[1].scatter(xyz[side, 0], xyz[side, 2], c=rgb[side], s=size, marker="o", linewidths=0)
+    axes[1].set_title("from the side (x, z; the nearest 30 cm left out)", fontsize=9)
+    for ax in axes:
+        ax.set_aspect("equal")
+        ax.tick_params(labelsize=7)
+    counts = np.bincount(labels, minlength=len(names))
+    present = [c for c in np.argsort(-counts) if counts[c]]
+    handles = [Patch(color=colors[c] / 255.0, label=f"{names[c]} ({100 * counts[c] / len(labels):.0f} %)")
+               for c in present]
+    fig.legend(handles=handles, loc="lower center", ncol=min(6, max(1, len(handles))), fontsize=8, frameon=False)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout(rect=(0, 0.08 + 0.03 * (len(handles) // 6), 1, 0.95))
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png")
+    plt.close(fig)
+    return path
