@@ -241,6 +241,7 @@ def finetune_job(plan: Plan, results: Results, world: Path, cell: Cell, seed: in
     inputs = {"world": world / "dataset.json", **({"backbone": weights} if weights else {})}
     name = f"{cell.key}/{init}_s{seed}" if stage == "finetune" else f"{stage}/{cell.key}/{init}_s{seed}"
     settings = run_settings(cfg, inputs)
+    accept_new_defaults(results, name, settings, type(cfg))  # a record made before a config key was added
     if results.get(name, settings) is not None:
         return []
     return [(name, settings, cfg, {"stage": stage, "cell": cell.key, "title": cell.title, "labels": cell.labels,

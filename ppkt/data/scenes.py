@@ -345,12 +345,14 @@ class SegScenes(Dataset):
     voxels' worth of points nearest the centre are augmented: `precrop_nearest`); the sample's point_to_voxel and
     point_labels are those of the grid-sampled points kept by the pre-crop. train=False: the original points, no augmentation, no crop,
     deterministic. `limited_points` keeps that many labelled points per
-    scene (fixed per scene name and `seed`). The scene folders are checked (headers only) when built.
+    scene (fixed per scene name and `seed`); `labelled_points` ({scene name: point indices}, from the file
+    `labelled_points_file`) keeps those points' labels only. The scene folders are checked (headers only) when built.
     """
 
     def __init__(self, scenes: Sequence[Union[str, Path]], classes: Union[ClassSet, str], voxel_size: float = 0.02,
                  train: bool = True, augment: Union[bool, SceneAugment] = True, max_voxels: Optional[int] = None,
-                 limited_points: Optional[int] = None, seed: int = 0):
+                 limited_points: Optional[int] = None, seed: int = 0,
+                 labelled_points: Optional[Dict[str, np.ndarray]] = None, labelled_points_file: str = ""):
         self.scenes = [Path(s) for s in scenes]
         if not self.scenes:
             raise SceneError("SegScenes: empty scene list")
@@ -363,6 +365,8 @@ class SegScenes(Dataset):
         self.classes = get_class_set(classes)
         self.voxel_size, self.train, self.max_voxels = float(voxel_size), bool(train), max_voxels
         self.limited_points, self.seed = limited_points, int(seed)
+        # {scene name: labelled point indices} (a Limited Annotations file): a scene it does not name has no label
+        self.labelled_points, self.labelled_points_file = labelled_points, labelled_points_file
         if isinstance(augment, SceneAugment):
             self.augment: Optional[SceneAugment] = augment
         else:
@@ -387,6 +391,11 @@ class SegScenes(Dataset):
         segment = scene.segment
         if self.limited_points is not None:
             segment = limit_points(segment, self.limited_points, scene_seed(self.seed, folder.name))
+        if self.labelled_points is not None:
+            from ppkt.data.few_labels import keep_points
+
+            segment = keep_points(segment, self.labelled_points.get(folder.name, np.zeros(0, np.int64)), folder.name,
+                                  self.labelled_points_file)
         cloud = torch.from_numpy(scene.coord), torch.from_numpy(scene.color), torch.from_numpy(segment).long()
         if self.train:
             cloud = grid_sample(*cloud, self.voxel_size / 2, self.classes.num_classes)

@@ -47,6 +47,13 @@ def classes_to_dict(classes: ClassSet) -> dict:
 def select_training_scenes(cfg: FinetuneConfig, scenes: List[Path], classes: ClassSet) -> Tuple[List[Path], str]:
     """The scenes trained on (data.label_fraction, data.stratified, train.seed) and a line saying how they were chosen."""
     d = cfg.data
+    if d.scenes_file:
+        from ppkt.data.few_labels import check_named_scenes, read_scenes_file
+
+        names = read_scenes_file(d.scenes_file)
+        check_named_scenes(names, [p.name for p in scenes], "data.scenes_file", d.scenes_file)
+        wanted = set(names)
+        return [p for p in scenes if p.name in wanted], f"the {len(wanted)} scenes of {d.scenes_file}"
     if d.label_fraction >= 1:
         return list(scenes), "all scenes"
     if not d.stratified:
@@ -109,8 +116,15 @@ def _finetune(cfg: FinetuneConfig, d: Dist, device: torch.device, resume: bool, 
     all_train = list_scenes(cfg.data.root, cfg.data.train_split, cfg.data.val_area)
     train_scenes, chosen_how = select_training_scenes(cfg, all_train, classes)
     names = [p.name for p in train_scenes]
+    labelled = None
+    if cfg.data.points_file:
+        from ppkt.data.few_labels import check_named_scenes, read_points_file
+
+        labelled = read_points_file(cfg.data.points_file)
+        check_named_scenes(list(labelled), [p.name for p in all_train], "data.points_file", cfg.data.points_file)
     train_set = SegScenes(train_scenes, classes, cfg.data.voxel_size, train=True, augment=cfg.data.augment,
-                          max_voxels=cfg.data.max_voxels, limited_points=cfg.data.limited_points, seed=cfg.train.seed)
+                          max_voxels=cfg.data.max_voxels, limited_points=cfg.data.limited_points, seed=cfg.train.seed,
+                          labelled_points=labelled, labelled_points_file=cfg.data.points_file)
     try:
         val_scenes = list_scenes(cfg.data.root, cfg.data.val_split, cfg.data.val_area) if cfg.data.val_split else []
     except SceneError as err:

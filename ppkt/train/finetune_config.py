@@ -19,6 +19,10 @@ class FinetuneDataConfig:
     label_fraction: float = 1.0  # share of the training scenes used (data-efficient setting), in (0, 1]
     stratified: bool = False  # label_fraction < 1: choose the scenes so that every class present is kept (greedy cover)
     limited_points: Optional[int] = None  # labelled points kept per training scene; None = all
+    # the ScanNet data-efficient benchmark's own files (ppkt.data.few_labels; docs/data_efficient.md): a Limited
+    # Reconstructions list of training scenes, and a Limited Annotations file of labelled point indices per scene
+    scenes_file: Optional[str] = None
+    points_file: Optional[str] = None
     augment: bool = True  # training augmentation (rotation, scaling, flips, ... as SegScenes does)
     val_area: int = 5  # S3DIS layout only: the area held out for val / test (the others train)
 
@@ -80,6 +84,10 @@ def validate_finetune(cfg: FinetuneConfig) -> FinetuneConfig:
     c.need(0 < d.label_fraction <= 1, "data.label_fraction", f"must be in (0, 1], got {d.label_fraction}")
     c.need(isinstance(d.stratified, bool), "data.stratified", f"must be true or false, got {d.stratified!r}")
     c.need(d.limited_points is None or d.limited_points >= 0, "data.limited_points", f"must be null or >= 0, got {d.limited_points}")
+    c.need(not (d.scenes_file and d.label_fraction < 1), "data.scenes_file",
+           "lists the training scenes; it cannot be combined with data.label_fraction < 1")
+    c.need(not (d.points_file and d.limited_points is not None), "data.points_file",
+           "lists the labelled points; it cannot be combined with data.limited_points")
     c.at_least(d.val_area, 1, "data.val_area")
     check_student(cfg.model.arch, cfg.model.channels, c, "model")
     frozen = cfg.model.freeze_backbone

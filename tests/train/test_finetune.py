@@ -237,3 +237,18 @@ def test_a_bad_scene_met_in_a_loader_worker_is_one_clear_error(tmp_path, capsys)
                                                                  "train.iterations=2", "data.val_split=''")]) == 2
     err = capsys.readouterr().err
     assert err.startswith(f"ppkt: error: {segment} holds class id 7, but class set") and "Traceback" not in err
+
+
+def test_official_few_label_files_drive_a_run(tmp_path, capsys):
+    data = tiny_dataset(tmp_path / "data", train=3, val=0)
+    (tmp_path / "1.txt").write_text("scene_0002\n")
+    torch.save({"scene_0002": np.array([0, 5, 9000], dtype=np.int64)}, tmp_path / "points20")
+    out = finetune(tiny_config(data, tmp_path / "run", f"data.scenes_file={tmp_path / '1.txt'}",
+                               f"data.points_file={tmp_path / 'points20'}", "data.val_split=''", "train.iterations=1"))
+    assert (out / "train_scenes.txt").read_text().split() == ["scene_0002"]
+    config = str(ROOT / "configs" / "finetune_synthetic.yaml")
+    torch.save({"scene_0002": np.array([0, 10 ** 6])}, tmp_path / "bad")
+    assert ppkt(["finetune", "--config", config, *tiny_overrides(data, tmp_path / "bad_run", "data.val_split=''",
+                                                                   f"data.points_file={tmp_path / 'bad'}")]) == 2
+    err = capsys.readouterr().err
+    assert "scene_0002 has" in err and "point index 1000000" in err and str(tmp_path / "bad") in err
