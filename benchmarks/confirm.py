@@ -27,7 +27,7 @@ PAGES = {"segmentation": ("docs/transfer_benchmark.md", "docs/segmentation_tunin
 
 
 def main() -> None:
-    from ppkt.benchmark.confirm import rerun, run
+    from ppkt.benchmark.confirm import rerun, run, upgrade_digests
     from ppkt.benchmark.confirm_report import write_confirm_page, write_tuning_page
     from ppkt.benchmark.protocol import load_protocol
     from ppkt.benchmark.results import Results
@@ -56,6 +56,8 @@ def main() -> None:
         if not path.is_file():
             raise SystemExit(f"{path}: not found; run the benchmark first (benchmarks/confirm.py run)")
         results = Results(path)
+        if not args.results:
+            upgrade_digests(results)
     if args.command == "rerun":
         if not args.id:
             raise SystemExit("rerun needs the id of a record, e.g. confirm/full/ppkt_s1000")

@@ -30,6 +30,19 @@ def save_atomic(obj: Any, path: str | Path) -> Path:
     return Path(path)
 
 
+def load_problem(err: BaseException) -> str:
+    """Why torch.load(weights_only=True) refused a file, in one line, without torch's advice to unpickle it anyway:
+    the blocked global for a pickle of other objects, else the error's first line."""
+    advice = ("Weights only load failed", "Please file an issue", "Check the documentation")
+    lines = [line.strip() for line in str(err).splitlines() if line.strip() and not line.strip().startswith(advice)]
+    blocked = next((line for line in lines if "GLOBAL" in line), None)
+    if blocked:
+        return f"it holds objects other than tensors and plain data ({blocked})"
+    if "Weights only load failed" in str(err):
+        return f"not a torch file, or a damaged one ({lines[0] if lines else 'unreadable'})"
+    return f"{type(err).__name__}: {lines[0] if lines else ''}"
+
+
 def load_checkpoint(path: str | Path, expected_format: str) -> Dict[str, Any]:
     """Read a ppkt checkpoint with weights_only=True and check its format tag."""
     path = Path(path)
@@ -38,7 +51,7 @@ def load_checkpoint(path: str | Path, expected_format: str) -> Dict[str, Any]:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # truncated, not a torch file, or holds arbitrary pickled objects
-        raise CheckpointError(f"{path}: cannot read checkpoint ({type(err).__name__}: {str(err).splitlines()[0]})") from None
+        raise CheckpointError(f"{path}: cannot read checkpoint ({load_problem(err)})") from None
     if not isinstance(state, dict) or state.get("format") != expected_format:
         found = state.get("format") if isinstance(state, dict) else type(state).__name__
         raise CheckpointError(f"{path}: expected a {expected_format!r} file, found {found!r}")

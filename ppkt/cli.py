@@ -10,8 +10,8 @@ import re
 import sys
 from typing import List, Optional
 
-from ppkt.commands import (HelpFormatter, cache, figures, finetune, pairs, pilot, pointcept, predict, prepare,
-                           pretrain, synth, teacher)
+from ppkt.commands import (HelpFormatter, cache, figures, finetune, info, pairs, pilot, pointcept, predict,
+                           prepare, pretrain, synth, teacher)
 from ppkt.errors import Interrupted, UserError
 
 #: a config override: a dotted key, "=", a value (`train.iterations=100`, `data.roots=[a,b]`)
@@ -24,7 +24,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Contrastive pixel-to-point knowledge transfer: pretrain 3D networks from 2D ones.",
         epilog="`ppkt COMMAND --help` lists a command's options with their defaults.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for group in (pretrain, cache, synth, teacher, finetune, predict, pointcept, prepare, pairs, pilot, figures):
+    for group in (pretrain, cache, synth, teacher, finetune, predict, info, pointcept, prepare, pairs, pilot, figures):
         group.add_commands(sub)
     return parser
 

@@ -69,9 +69,9 @@ def test_help_of_every_command_and_subcommand_answers_without_importing_torch():
     for command in ("pretrain", "config", "frames", "synth", "teacher train", "teacher evaluate", "finetune",
                     "evaluate", "pointcept export", "pointcept import", "prepare scannet", "prepare scannet-scenes",
                     "prepare s3dis", "prepare sunrgbd", "cache-teacher", "pairs", "pilot", "figures tsne", "figures pca",
-                    "figures curves", "predict"):
+                    "figures curves", "predict", "info"):
         assert command in listed.split(" | ")
-    assert int(count) == 26  # ppkt, its 14 commands, 11 sub-commands
+    assert int(count) == 27  # ppkt, its 15 commands, 11 sub-commands
     assert done.stdout.splitlines()[1] == "torch imported: False"
 
 

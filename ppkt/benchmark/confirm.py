@@ -236,10 +236,29 @@ def stage_floors(plan: Plan, protocol: Protocol, results: Results, world: Path, 
                 print(f"floor {spec.key} {kind} seed {seed}: test mIoU {100 * r['test_miou']:.1f}", flush=True)
 
 
+def upgrade_digests(results: Results) -> int:
+    """Records that name their backbone by its file's sha256 (before `weights_digest`) get the digest of its weights,
+    while the file they name still has those bytes; returns how many changed (saved when any did)."""
+    from ppkt.train.run_dir import file_digest, weights_digest
+
+    changed = 0
+    for record in results.records.values():
+        inputs = record.get("settings", {}).get("inputs", {})
+        path = record.get("settings", {}).get("config", {}).get("model", {}).get("pretrained")
+        old = inputs.get("backbone")
+        if old and not old.startswith("weights:") and path and Path(path).is_file() and file_digest(Path(path)) == old:
+            inputs["backbone"] = weights_digest(Path(path))
+            changed += 1
+    if changed:
+        results.save()
+    return changed
+
+
 def run(protocol: Protocol, protocol_file: Path, out: Path, until: str = "curves") -> Results:
     """The stages up to `until` ("curves": tuning on val; "confirm": the confirmatory run, then the floors)."""
     out.mkdir(parents=True, exist_ok=True)
     results = Results(out / "results.json")
+    upgrade_digests(results)
     plan = plan_of(protocol, out)
     world, test_world = stage_worlds(plan, protocol, results)
     backbones = stage_pretrains(plan, protocol, results, world)
@@ -351,7 +370,7 @@ def rerun(results: Results, name: str, out: Path, protocol: Protocol) -> dict:
     from omegaconf import OmegaConf
 
     from ppkt.synthetic.dataset import write_dataset
-    from ppkt.train.run_dir import file_digest
+    from ppkt.train.run_dir import weights_digest
 
     if name not in results.records:
         raise SystemExit(f"{results.path}: no run {name!r}; the ids are the names of its records")
@@ -372,7 +391,7 @@ def rerun(results: Results, name: str, out: Path, protocol: Protocol) -> dict:
         cfg = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(PretrainConfig),
                                                   _moved(source["settings"]["config"], old, new)))
         backbone = pretrain(cfg, overwrite=True) / "backbone.pth"
-        if file_digest(backbone) != record["settings"]["inputs"]["backbone"]:
+        if weights_digest(backbone) != record["settings"]["inputs"]["backbone"]:
             print(f"note: the rerun backbone {backbone} differs from the recorded one (hash)")
     task = TASKS[protocol.task]
     cfg = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(config_schema(protocol.task)), _moved(config, old, new)))

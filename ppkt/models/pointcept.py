@@ -21,7 +21,11 @@ from ppkt.checkpoint import BACKBONE_FORMAT, CheckpointError, load_state_strict
 def to_pointcept(export: Mapping) -> Dict:
     """A `ppkt-backbone` export -> {"state_dict": {"backbone.<name>": tensor}} for Pointcept's `weight=`."""
     state = OrderedDict((f"backbone.{k}", v) for k, v in export["state_dict"].items())
-    return {"state_dict": state, "meta": {"source": "ppkt", "arch": export["arch"], "channels": list(export["channels"])}}
+    from ppkt.provenance import stamp
+
+    return {"state_dict": state, "meta": {"source": "ppkt", "arch": export["arch"], "channels": list(export["channels"]),
+                                          "in_channels": export.get("in_channels", 3),
+                                          "pretrain": dict(export.get("pretrain", {})), "exported_by": stamp()}}
 
 
 def from_pointcept(checkpoint: Mapping, path: str | Path) -> Dict:

@@ -29,6 +29,7 @@ from ppkt.detection.votenet import VoteNet
 from ppkt.models.segmentor import load_backbone
 from ppkt.models.sparse_unet import set_bn_momentum
 from ppkt.progress import Progress
+from ppkt.provenance import stamp
 from ppkt.train.detect_config import DetectionConfig, validate_detection
 from ppkt.train.distributed import Dist, training_process
 from ppkt.train.interrupt import StopRequest
@@ -113,7 +114,7 @@ def _train(cfg: DetectionConfig, d: Dist, device: torch.device, resume: bool, st
         return {"format": DETECTION_FORMAT, "version": 1, "iteration": done, "config": config_to_dict(cfg),
                 "classes": {"name": classes.name, "names": list(classes.names), "stored": list(classes.stored)},
                 "train_scenes": names, "model": model.state_dict(), "optimizer": opt.state_dict(),
-                "scheduler": sched.state_dict(), "best": best}
+                "scheduler": sched.state_dict(), "best": best, "ppkt": stamp()}
 
     def evaluate(done: int, out_dir: Optional[Path]) -> Dict:
         s = evaluate_detector(model, val_set, device, cfg.eval, out_dir, cfg.data.val_split, cfg.eval.ply,

@@ -28,6 +28,7 @@ from ppkt.data.scenes import (ClassSet, SceneError, SegScenes, collate_scenes, g
 from ppkt.models.segmentor import Segmentor, load_backbone
 from ppkt.models.sparse_unet import set_bn_momentum
 from ppkt.progress import Progress
+from ppkt.provenance import stamp
 from ppkt.train.distributed import Dist, training_process
 from ppkt.train.evaluate import FINETUNE_FORMAT, class_colors, evaluate_model
 from ppkt.train.finetune_config import FinetuneConfig, validate_finetune
@@ -166,7 +167,7 @@ def _finetune(cfg: FinetuneConfig, d: Dist, device: torch.device, resume: bool, 
         return {"format": FINETUNE_FORMAT, "version": 1, "iteration": done, "config": config_to_dict(cfg),
                 "classes": classes_to_dict(classes), "class_colors": colors.tolist(), "train_scenes": names,
                 "model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                "best": best}
+                "best": best, "ppkt": stamp()}
 
     def save(done: int) -> None:
         if d.main:

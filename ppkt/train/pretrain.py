@@ -29,6 +29,7 @@ from ppkt.models.sparse_unet import build_sparse_unet
 from ppkt.models.seg_teacher import load_seg_teacher
 from ppkt.models.teacher import ImageClassifier, build_teacher
 from ppkt.progress import Progress
+from ppkt.provenance import stamp
 from ppkt.train.distributed import Dist, mixed_precision, sync_batchnorm, training_process
 from ppkt.train.interrupt import StopRequest
 from ppkt.train.logging import IterationTimer, MetricsLog, plot_loss_curve
@@ -87,12 +88,15 @@ def exponential_schedule(optimizer: torch.optim.Optimizer, gamma: float, step: i
     return lambda_schedule(optimizer, lambda i: exponential_factor(i, gamma, step))
 
 
-def backbone_export(cfg: PretrainConfig, model: torch.nn.Module, iteration: int) -> dict:
+def backbone_export(cfg: PretrainConfig, model: torch.nn.Module, iteration: int, frames: Optional[int] = None,
+                    loss: Optional[float] = None) -> dict:
     """The student backbone alone, ready for fine-tuning (no heads, no optimiser); for the frame-level baselines
-    its encoder only ("part": "encoder"), the part they train."""
+    its encoder only ("part": "encoder"), the part they train. "pretrain" says what made it: iteration, input
+    features, voxel size (metres), the data folders and frame count, the last loss, ppkt's version and commit."""
     name = cfg.loss.name
     state = model.student.state_dict()
-    about = {"iteration": iteration}
+    about = {"iteration": iteration, "input_features": "color", "voxel_size": cfg.data.voxel_size,
+             "data_roots": list(cfg.data.roots), "frames": frames, "loss": loss, **stamp()}
     if name != "ppnce":  # (PPKT's exports say nothing more, as before the baselines existed)
         about.update(method=name, part="encoder" if name in FRAME_LEVEL else "whole")
     if name in FRAME_LEVEL:
@@ -149,12 +153,15 @@ def _pretrain(cfg: PretrainConfig, d: Dist, device: torch.device, resume: bool, 
         if state is None:
             (out / "config.yaml").write_text(config_to_yaml(cfg))  # a resume never rewrites it
 
+    last_loss: list = [None]  # the loss of the last iteration, for the files' metadata
+
     def save(done: int) -> None:
         if d.main:
             save_atomic({"format": PRETRAIN_FORMAT, "version": 1, "iteration": done, "config": config_to_dict(cfg),
                          "model": trainable(model).state_dict(), "optimizer": optimizer.state_dict(),
-                         "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict()}, ckpt_path)
-            save_atomic(backbone_export(cfg, model, done), out / "backbone.pth")
+                         "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(), "ppkt": stamp(),
+                         "loss": last_loss[0]}, ckpt_path)
+            save_atomic(backbone_export(cfg, model, done, len(dataset), last_loss[0]), out / "backbone.pth")
         d.barrier()
 
     stop = cfg.train.iterations if stop_after is None else min(cfg.train.iterations, stop_after)
@@ -178,6 +185,7 @@ def _pretrain(cfg: PretrainConfig, d: Dist, device: torch.device, resume: bool, 
             with amp:
                 loss = net(batch.to(device), torch.Generator().manual_seed(cfg.train.seed * 1_000_003 + it))
             optimizer_step(loss, optimizer, scheduler, it, "lower optim.lr or check the input frames", scaler)
+            last_loss[0] = float(loss.detach())
             timer.step_done()
             frames_since += batch.batch_size * d.world_size
             done = it + 1

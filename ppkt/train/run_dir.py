@@ -97,10 +97,35 @@ def file_digest(path: Path) -> str:
     return digest.hexdigest()
 
 
+def weights_digest(path: Path) -> str:
+    """The identity of an input file for reuse: for a ppkt weights file (a backbone export, a 2D teacher) the sha256
+    of its tensors (names, dtypes, shapes and values), so that metadata such as the commit that wrote it does not
+    make the same weights another input; for any other file its `file_digest`."""
+    import torch
+
+    if Path(path).suffix not in (".pth", ".pt"):
+        return file_digest(path)
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:  # noqa: BLE001 - not a torch file: its bytes are its identity
+        return file_digest(path)
+    tensors = obj.get("state_dict") if isinstance(obj, dict) and obj.get("format") == "ppkt-backbone" else \
+        {**obj.get("backbone", {}), **{f"head.{k}": v for k, v in obj.get("head", {}).items()}} \
+        if isinstance(obj, dict) and obj.get("format") == "ppkt-teacher2d" else None
+    if tensors is None:
+        return file_digest(path)
+    digest = hashlib.sha256(b"weights")
+    for name in sorted(tensors):
+        t = tensors[name].detach().cpu().contiguous()
+        digest.update(f"{name}:{t.dtype}:{tuple(t.shape)}".encode())
+        digest.update(t.numpy().tobytes())
+    return "weights:" + digest.hexdigest()
+
+
 def run_settings(cfg: Any, inputs: Mapping[str, Path] = {}) -> Dict[str, Any]:
-    """Everything that produced a run: its whole config and the content hash of each input file it read."""
+    """Everything that produced a run: its whole config and the identity (`weights_digest`) of each input file."""
     return json.loads(json.dumps({"config": config_to_dict(cfg),
-                                  "inputs": {name: file_digest(Path(p)) for name, p in sorted(inputs.items())}}))
+                                  "inputs": {name: weights_digest(Path(p)) for name, p in sorted(inputs.items())}}))
 
 
 def finished_with(run: Path, settings: Mapping[str, Any], result: Path) -> bool:

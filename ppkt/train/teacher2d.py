@@ -28,6 +28,7 @@ from ppkt.models.seg_teacher import SEG_ARCHS, SEG_TEACHER_VERSION, SegTeacher, 
 from ppkt.models.teacher import TEACHER_CKPT_FORMAT
 from ppkt.checkpoint import save_atomic
 from ppkt.progress import Progress
+from ppkt.provenance import stamp
 # Defaults of `train_teacher2d` (see its docstring for why); DEFAULT_IMAGE_SIZE / DEFAULT_SCALE_RANGE are SegFrames'.
 from ppkt.teacher2d_defaults import (DEFAULT_BATCH_SIZE, DEFAULT_IMAGE_SIZE, DEFAULT_ITERATIONS, DEFAULT_LR,
                                      DEFAULT_SCALE_RANGE)
@@ -164,7 +165,7 @@ def train_teacher2d(
         "format": TEACHER_CKPT_FORMAT, "version": SEG_TEACHER_VERSION, "arch": arch,
         "backbone": cpu(model.backbone.state_dict()), "head": cpu(model.head.state_dict()),
         "num_classes": len(names), "class_names": list(names), "ignore_index": ignore,
-        "metrics": metrics, "train": settings,
+        "metrics": metrics, "train": settings, "ppkt": stamp(),
     }, out_file)
     return {"checkpoint": str(out_file), "metrics_file": str(metrics_file), "loss_curve": str(curve_file),
             "final_loss": metrics["final_loss"], "seconds": time.perf_counter() - t0, "val": val}

@@ -105,6 +105,15 @@ def test_confirm_needs_a_fixed_committed_protocol(bench, tmp_path):
         git(path.parent, "checkout", "--", path.name)
 
 
+def test_info_on_the_results(bench, capsys):
+    from ppkt.cli import main
+
+    _, out, results = bench
+    assert main(["info", str(out / "results.json")]) == 0
+    text = capsys.readouterr().out
+    assert "ppkt benchmark results" in text and f"records: {len(results.records)} (world 2, pretrain 2" in text
+
+
 def test_rerun_reproduces_a_recorded_score(bench, tmp_path):
     _, _, results = bench
     r = rerun(results, "confirm/f0.5/ppkt_s1001", tmp_path / "again", load_protocol(bench[0]))

@@ -41,5 +41,10 @@ def test_cli_round_trip(tmp_path, capsys):
     assert cli_main(["pointcept", "import", "--checkpoint", str(tmp_path / "pc.pth"), "--out", str(tmp_path / "back.pth")]) == 0
     back = load_checkpoint(tmp_path / "back.pth", BACKBONE_FORMAT)
     assert back["arch"] == "SR-UNet14" and back["channels"] == NARROW
+    capsys.readouterr()
+    assert cli_main(["info", str(tmp_path / "pc.pth")]) == 0
+    text = capsys.readouterr().out
+    assert "Pointcept checkpoint (SpUNet-v1m1 backbone keys) exported by ppkt" in text and "arch: SR-UNet14" in text
+    assert "written by: ppkt" in text
     assert cli_main(["pointcept", "import", "--checkpoint", str(tmp_path / "missing.pth"), "--out", str(tmp_path / "x.pth")]) == 2
     assert "missing.pth" in capsys.readouterr().err

@@ -78,6 +78,9 @@ def test_labels_per_point_in_input_order_equal_evaluate(trained, tmp_path, capsy
     assert first["points"] == len(coord) and sum(first["points_per_class"].values()) == len(coord)
     assert summary["model"]["classes"] == json.loads((world / "classes.json").read_text())["names"]
     assert (out / "binary.png").stat().st_size > 0
+    capsys.readouterr()
+    assert main(["info", str(out / "summary.json")]) == 0
+    assert f"binary.ply: {len(coord)} points" in capsys.readouterr().out
 
     no_colour = write_scan_ply(tmp_path / "grey.ply", coord)
     assert main(["predict", "--checkpoint", str(ckpt), str(no_colour), "--out", str(tmp_path / "o2"), "--quiet"]) == 2

@@ -246,6 +246,11 @@ def test_official_few_label_files_drive_a_run(tmp_path, capsys):
     out = finetune(tiny_config(data, tmp_path / "run", f"data.scenes_file={tmp_path / '1.txt'}",
                                f"data.points_file={tmp_path / 'points20'}", "data.val_split=''", "train.iterations=1"))
     assert (out / "train_scenes.txt").read_text().split() == ["scene_0002"]
+    capsys.readouterr()
+    assert ppkt(["info", str(out / "checkpoints" / "last.pt")]) == 0
+    text = capsys.readouterr().out
+    assert "segmentation fine-tuning checkpoint" in text and "iteration: 1 of 1" in text and "training scenes: 1" in text
+    assert "classes: 3" in text and "started from: scratch" in text and "written by: ppkt" in text
     config = str(ROOT / "configs" / "finetune_synthetic.yaml")
     torch.save({"scene_0002": np.array([0, 10 ** 6])}, tmp_path / "bad")
     assert ppkt(["finetune", "--config", config, *tiny_overrides(data, tmp_path / "bad_run", "data.val_split=''",

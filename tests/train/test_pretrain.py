@@ -11,6 +11,7 @@ import pytest
 import torch
 from PIL import Image
 
+import ppkt
 from ppkt.cli import main as cli_main
 from ppkt.config import load_config
 from ppkt.data.pairs import FramePairs
@@ -36,7 +37,7 @@ def tiny_config(out: Path, *extra: str):
     return load_config(ROOT / "configs" / "pretrain_demo.yaml", TINY + [f"train.out_dir={out}", *extra])
 
 
-def test_short_pretraining_lowers_the_loss(tmp_path):
+def test_short_pretraining_lowers_the_loss(tmp_path, capsys):
     out = pretrain(tiny_config(tmp_path / "run", "train.iterations=40", "train.checkpoint_every=100"))
     records = read_metrics(out / "metrics.jsonl")
     losses = [r["loss"] for r in records]
@@ -51,6 +52,26 @@ def test_short_pretraining_lowers_the_loss(tmp_path):
     export = load_checkpoint(out / "backbone.pth", BACKBONE_FORMAT)
     student = build_sparse_unet(export["arch"], export["in_channels"], export["channels"])
     load_state_strict(student, export["state_dict"], out / "backbone.pth", "backbone")
+    # what made it, in the export and as `ppkt info` prints it
+    about = export["pretrain"]
+    assert about["iteration"] == 40 and about["voxel_size"] == 0.1 and about["input_features"] == "color"
+    assert about["loss"] == pytest.approx(losses[-1], rel=1e-5) and about["frames"] > 0
+    assert about["ppkt_version"] == ppkt.__version__ and about["commit"]
+    capsys.readouterr()
+    assert cli_main(["info", str(out / "backbone.pth"), str(out / "checkpoints" / "last.pt")]) == 0
+    text = capsys.readouterr().out
+    assert "ppkt backbone export" in text and "iteration: 40" in text and f"loss: {losses[-1]:.6g}" in text
+    assert "ppkt pretraining checkpoint" in text and "iteration: 40 of 40" in text
+    assert f"written by: ppkt {ppkt.__version__}, commit {about['commit']}" in text
+    # the benchmarks know an input by its weights: the same weights with other metadata are the same input
+    from ppkt.checkpoint import save_atomic
+    from ppkt.train.run_dir import weights_digest
+
+    save_atomic({**export, "pretrain": {**about, "commit": "another"}}, tmp_path / "restamped.pth")
+    assert weights_digest(tmp_path / "restamped.pth") == weights_digest(out / "backbone.pth")
+    changed = {k: v + 1 if k.endswith("weight") else v for k, v in export["state_dict"].items()}
+    save_atomic({**export, "state_dict": changed}, tmp_path / "changed.pth")
+    assert weights_digest(tmp_path / "changed.pth") != weights_digest(out / "backbone.pth")
 
 
 def test_stop_and_resume_reproduces_the_uninterrupted_run(tmp_path):
