@@ -1,4 +1,4 @@
-"""`ppkt predict`: a fine-tuned segmentation model on a user's own scans (PLY clouds or meshes, scene folders, .npy /
+"""`ppkt predict`: a fine-tuned segmentation or detection model on a user's own scans (PLY clouds or meshes, scene folders, .npy /
 .npz points, folders of RGB-D frames)."""
 from __future__ import annotations
 
@@ -27,6 +27,8 @@ def check_options(args: argparse.Namespace) -> None:
         raise UserError(f"--out: {parent} is not writable")
     if not args.tile > 0:
         raise UserError(f"--tile: must be > 0 metres, got {args.tile}")
+    if not 0 <= args.min_score <= 1:
+        raise UserError(f"--min-score: must be in [0, 1], got {args.min_score}")
     if args.margin is not None and args.margin < 0:
         raise UserError(f"--margin: must be >= 0 voxels, got {args.margin}")
     if not args.scale > 0:
@@ -37,6 +39,38 @@ def check_options(args: argparse.Namespace) -> None:
         raise UserError(f"INPUT: several inputs are named {', '.join(twice)}; their outputs would overwrite each other")
 
 
+def load_model(path: str):
+    """(task, model, classes, cfg, state, colours (C, 3) uint8) of a segmentation or detection checkpoint."""
+    import numpy as np
+    import torch
+
+    from ppkt.checkpoint import CheckpointError, load_problem
+    from ppkt.train.evaluate import class_colors
+
+    try:
+        fmt = torch.load(path, map_location="cpu", weights_only=True).get("format")
+    except Exception as err:  # noqa: BLE001 - any unreadable file is one clear error
+        raise CheckpointError(f"--checkpoint: {path}: cannot read it ({load_problem(err)})") from None
+    if fmt == "ppkt-detection":
+        from ppkt.train.detect import load_detector
+
+        model, classes, cfg, state = load_detector(path, "cpu")
+        task = "detection"
+    elif fmt == "ppkt-finetune":
+        from ppkt.train.evaluate import load_finetuned
+
+        model, classes, cfg, state = load_finetuned(path, "cpu")
+        task = "segmentation"
+    else:
+        raise CheckpointError(f"--checkpoint: {path}: a {fmt!r} file; `ppkt predict` takes a `ppkt finetune` checkpoint "
+                              "(segmentation or --task detection), e.g. runs/<run>/checkpoints/last.pt"
+                              + ("; a backbone export is not a trained model: fine-tune it first" if fmt == "ppkt-backbone" else ""))
+    colors = np.asarray(state.get("class_colors") or [], dtype=np.uint8)
+    if colors.shape != (classes.num_classes, 3):
+        colors = class_colors(classes.num_classes)
+    return task, model.eval(), classes, cfg, state, colors
+
+
 def _predict(args: argparse.Namespace) -> int:
     check_options(args)
     import numpy as np
@@ -44,29 +78,27 @@ def _predict(args: argparse.Namespace) -> int:
 
     from ppkt.atomic import write_json
     from ppkt.data.ply import write_ply
-    from ppkt.predict.outputs import preview, save_npy, write_scannet_labels
+    from ppkt.predict.outputs import preview, preview_boxes, save_npy, write_scannet_labels
     from ppkt.predict.scan import read_scan, to_model_frame
-    from ppkt.predict.segment import segment_scan
     from ppkt.progress import Progress
+    from ppkt.provenance import stamp
     from ppkt.train.distributed import flush_denormals
-    from ppkt.train.evaluate import load_finetuned
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    model, classes, cfg, state = load_finetuned(args.checkpoint, "cpu")
-    colors = np.asarray(state.get("class_colors") or [], dtype=np.uint8)
-    if colors.shape != (classes.num_classes, 3):
-        from ppkt.train.evaluate import class_colors
-
-        colors = class_colors(classes.num_classes)
+    task, model, classes, cfg, state, colors = load_model(args.checkpoint)
+    if task == "detection" and args.format == "scannet":
+        raise UserError("--format scannet: the ScanNet benchmark's text files are per-point labels of a segmentation "
+                        "model; this checkpoint is a detector")
     voxel = cfg.data.voxel_size
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    summary = {"checkpoint": str(args.checkpoint), "model": {
-        "arch": cfg.model.arch, "channels": list(model.backbone.channels), "classes": list(classes.names),
-        "class_set": classes.name, "voxel_size": voxel, "iterations": int(state["iteration"]),
-        "trained_on": cfg.data.root, "pretrained": cfg.model.pretrained,
-        "receptive_radius_voxels": model.backbone.receptive_radius()}, "scans": []}
+    backbone = model.backbone
+    summary = {"checkpoint": str(args.checkpoint), "task": task, "model": {
+        "arch": cfg.model.arch, "channels": list(getattr(backbone, "channels", []) or cfg.model.channels or []),
+        "classes": list(classes.names), "class_set": classes.name, "voxel_size": voxel,
+        "iterations": int(state["iteration"]), "trained_on": cfg.data.root, "pretrained": cfg.model.pretrained,
+        "written_by": state.get("ppkt")}, "predicted_by": stamp(), "scans": []}
     for item in args.inputs:
         t = time.perf_counter()
         scan = read_scan(item, voxel, progress=not args.quiet)
@@ -77,42 +109,75 @@ def _predict(args: argparse.Namespace) -> int:
                 bar.set_total(total)
                 bar.report(done)
             with flush_denormals(torch.device("cpu")):
-                result = segment_scan(model, frame, voxel, args.tile, args.margin, on_tile)
-        labels = result.labels
-        files = [save_npy(out / f"{scan.name}.labels.npy", labels),
-                 write_ply(out / f"{scan.name}.ply", scan.coord, colors[labels], "written by ppkt predict",
-                           label=labels)]
-        if not args.no_preview:
-            files.append(preview(out / f"{scan.name}.png", frame.coord, labels, classes.names, colors,
-                                 f"{scan.name}: {len(labels)} points, {classes.num_classes} classes "
-                                 f"({Path(args.checkpoint).name})"))
-        if args.format == "scannet":
-            files.append(write_scannet_labels(out / f"{scan.name}.txt", labels, classes.name))
-        counts = np.bincount(labels, minlength=classes.num_classes)
-        seconds = time.perf_counter() - t
-        summary["scans"].append({"input": str(item), "kind": scan.kind, "points": int(len(labels)),
-                                 "voxels": result.voxels, "tiles": result.tiles, "seconds": round(seconds, 3),
-                                 "scale": args.scale, "up": args.up,
-                                 "points_per_class": {n: int(c) for n, c in zip(classes.names, counts) if c},
-                                 "files": [str(f) for f in files]})
-        top = ", ".join(f"{classes.names[c]} {100 * counts[c] / len(labels):.0f} %" for c in np.argsort(-counts)[:4]
-                        if counts[c])
-        print(f"{scan.name}: {len(labels)} points in {result.voxels} voxels, {result.tiles} tile(s), {seconds:.1f} s: "
-              f"{top}\n  wrote " + ", ".join(str(f) for f in files), flush=True)
+                if task == "segmentation":
+                    from ppkt.predict.segment import segment_scan
+
+                    result = segment_scan(model, frame, voxel, args.tile, args.margin, on_tile)
+                else:
+                    from ppkt.predict.detect import detect_scan
+
+                    result = detect_scan(model, cfg.eval, frame, voxel, args.min_score, args.tile,
+                                         3.0 if args.margin is None else args.margin * voxel, on_tile)
+        entry = {"input": str(item), "kind": scan.kind, "points": int(len(scan.coord)), "voxels": result.voxels,
+                 "tiles": result.tiles, "scale": args.scale, "up": args.up}
+        if task == "segmentation":
+            labels = result.labels
+            files = [save_npy(out / f"{scan.name}.labels.npy", labels),
+                     write_ply(out / f"{scan.name}.ply", scan.coord, colors[labels], "written by ppkt predict",
+                               label=labels)]
+            if not args.no_preview:
+                files.append(preview(out / f"{scan.name}.png", frame.coord, labels, classes.names, colors,
+                                     f"{scan.name}: {len(labels)} points, {classes.num_classes} classes "
+                                     f"({Path(args.checkpoint).name})"))
+            if args.format == "scannet":
+                files.append(write_scannet_labels(out / f"{scan.name}.txt", labels, classes.name))
+            counts = np.bincount(labels, minlength=classes.num_classes)
+            entry["points_per_class"] = {n: int(c) for n, c in zip(classes.names, counts) if c}
+            found = ", ".join(f"{classes.names[c]} {100 * counts[c] / len(labels):.0f} %" for c in np.argsort(-counts)[:4]
+                              if counts[c])
+        else:
+            from ppkt.detection.evaluate import write_box_ply
+
+            boxes = result.boxes.copy()
+            if args.up == "z":  # back in the scan's units (a heading about z is the same in both frames)
+                boxes[:, :6] /= args.scale
+                entry["boxes_frame"] = "the scan's own coordinates"
+            else:  # a box turned off the z axis has no (heading about z) form: they stay in the model's frame
+                entry["boxes_frame"] = f"the model's: the scan turned from --up {args.up} to z up, times --scale"
+            files = [save_npy(out / f"{scan.name}.boxes.npy", boxes),
+                     write_box_ply(out / f"{scan.name}.boxes.ply", result.boxes, colors[result.boxes[:, 7].astype(int)])]
+            if not args.no_preview:
+                files.append(preview_boxes(out / f"{scan.name}.png", frame.coord,
+                                           scan.color if scan.color is not None else np.full_like(frame.coord, 128),
+                                           result.boxes, classes.names, colors,
+                                           f"{scan.name}: {len(boxes)} boxes with score >= {args.min_score:g} "
+                                           f"({Path(args.checkpoint).name})"))
+            counts = np.bincount(boxes[:, 7].astype(np.int64), minlength=classes.num_classes) if len(boxes) else \
+                np.zeros(classes.num_classes, np.int64)
+            entry["boxes_per_class"] = {n: int(c) for n, c in zip(classes.names, counts) if c}
+            entry["min_score"] = args.min_score
+            found = ", ".join(f"{classes.names[c]} {counts[c]}" for c in np.argsort(-counts) if counts[c]) or "no box"
+        entry["seconds"] = round(time.perf_counter() - t, 3)
+        entry["files"] = [str(f) for f in files]
+        summary["scans"].append(entry)
+        print(f"{scan.name}: {entry['points']} points in {result.voxels} voxels, {result.tiles} tile(s), "
+              f"{entry['seconds']:.1f} s: {found}\n  wrote " + ", ".join(str(f) for f in files), flush=True)
     write_json(out / "summary.json", summary)
     print(f"summary: {out / 'summary.json'}")
     return 0
 
 
 def add_commands(subparsers) -> None:
-    p = add_command(subparsers, "predict", "run a fine-tuned segmentation model on your own scans",
+    p = add_command(subparsers, "predict", "run a fine-tuned segmentation or detection model on your own scans",
                     epilog="inputs: .ply (cloud or mesh, binary or ASCII), a scene folder (coord.npy, color.npy), .npy "
                            "(N x 3/6/9: xyz, rgb, normal) or .npz (coord, color, normal), or a folder of RGB-D frames "
                            "with poses (fused at the model's voxel size). Outputs per input NAME in --out: "
                            "NAME.labels.npy (a class id per input point, input order), NAME.ply (coloured by class), "
-                           "NAME.png (preview); and summary.json")
+                           "NAME.png (preview); for a detector NAME.boxes.npy (rows cx cy cz dx dy dz heading class "
+                           "score), NAME.boxes.ply, NAME.png; and summary.json")
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="scans to label")
-    p.add_argument("--checkpoint", required=True, metavar="CKPT", help="a `ppkt finetune` checkpoint (last.pt / best.pt)")
+    p.add_argument("--checkpoint", required=True, metavar="CKPT",
+                   help="a `ppkt finetune` checkpoint (segmentation or --task detection; last.pt / best.pt)")
     p.add_argument("--out", required=True, metavar="DIR", help="output folder (made if missing)")
     p.add_argument("--scale", type=float, default=1.0, help="multiply coordinates by this to get metres "
                                                             "(0.001 for millimetres)")
@@ -122,6 +187,8 @@ def add_commands(subparsers) -> None:
     p.add_argument("--margin", type=int, default=None,
                    help="voxels of context around each tile (default: the network's receptive radius, so tiles give "
                         "the same labels as one pass; less is faster and approximate)")
+    p.add_argument("--min-score", type=float, default=0.5,
+                   help="detection: keep boxes whose objectness x class probability is at least this")
     p.add_argument("--format", choices=("ppkt", "scannet"), default="ppkt",
                    help="scannet: also NAME.txt, one NYU40 id per point (the ScanNet benchmark's submission format)")
     p.add_argument("--no-preview", action="store_true", help="skip the PNG previews")

@@ -73,3 +73,45 @@ def preview(path: Path, coord: np.ndarray, labels: np.ndarray, names: Sequence[s
         fig.savefig(tmp, format="png")
     plt.close(fig)
     return path
+
+
+def preview_boxes(path: Path, coord: np.ndarray, color: np.ndarray, boxes: np.ndarray, names: Sequence[str],
+                  colors: np.ndarray, title: str, max_points: int = 150_000) -> Path:
+    """A PNG: the points from above (their own colours, the top 30 cm left out) with each box's footprint drawn in
+    its class colour and its score, and a legend of the classes found."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import Patch, Polygon
+
+    from ppkt.detection.boxes import corners
+
+    pick = np.arange(len(coord))
+    if len(coord) > max_points:
+        pick = np.random.default_rng(0).choice(len(coord), max_points, replace=False)
+    xyz, rgb = coord[pick], np.clip(color[pick], 0, 255) / 255.0
+    top = np.flatnonzero(xyz[:, 2] < xyz[:, 2].max() - 0.3) if np.ptp(xyz[:, 2]) > 0.6 else np.arange(len(xyz))
+    top = top[np.argsort(xyz[top, 2])]
+    fig, ax = plt.subplots(figsize=(8, 7), dpi=100)
+    ax.scatter(xyz[top, 0], xyz[top, 1], c=rgb[top], s=float(np.clip(3e5 / max(len(pick), 1), 1.5, 12.0)),
+               marker="o", linewidths=0, alpha=0.6)
+    for box in boxes:
+        c = corners(box[:7])[:4, :2]  # the bottom face's corners, in order around the box
+        cls = int(box[7])
+        ax.add_patch(Polygon(c, closed=True, fill=False, edgecolor=colors[cls] / 255.0, linewidth=2))
+        ax.text(*box[:2], f"{box[8]:.2f}", fontsize=6, ha="center", va="center", color=colors[cls] / 255.0)
+    ax.set_aspect("equal")
+    ax.tick_params(labelsize=7)
+    ax.set_title("from above (x, y): boxes with their scores", fontsize=9)
+    counts = np.bincount(boxes[:, 7].astype(np.int64), minlength=len(names)) if len(boxes) else np.zeros(len(names), int)
+    handles = [Patch(edgecolor=colors[c] / 255.0, facecolor="none", linewidth=2, label=f"{names[c]} ({counts[c]})")
+               for c in np.argsort(-counts) if counts[c]]
+    if handles:
+        fig.legend(handles=handles, loc="lower center", ncol=min(6, len(handles)), fontsize=8, frameon=False)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout(rect=(0, 0.06 + 0.03 * (len(handles) // 6), 1, 0.95))
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png")
+    plt.close(fig)
+    return path

@@ -261,3 +261,54 @@ def test_augmentation_without_the_y_mirror_keeps_y():
     for seed in range(20):
         p, b = random_augment(pts, boxes, np.random.default_rng(seed), rotation=0.0, scale_range=(1, 1), mirror_y=False)
         assert np.allclose(p[:, 1], pts[:, 1]) and np.allclose(b[:, 1], boxes[:, 1])
+
+
+def test_predict_boxes_on_a_scan_equal_the_evaluation_path(tmp_path):
+    """`ppkt predict` with a detector: the boxes of a PLY scan equal those of the evaluation's own inputs (DetScenes),
+    in the scan's units when it is in millimetres."""
+    from ppkt.data.ply import write_ply
+    from ppkt.detection.dataset import DetScenes, collate_detection
+    from ppkt.detection.predict import proposals_to_boxes
+
+    data = tiny_det_dataset(tmp_path / "data")
+    out = finetune_detection(tiny_config(data, tmp_path / "run", "train.iterations=4", "data.val_split=''"))
+    ckpt = out / "checkpoints" / "last.pt"
+    scene = data / "scenes" / "scene_0002"
+    coord, color = np.load(scene / "coord.npy"), np.load(scene / "color.npy")
+    write_ply(tmp_path / "room.ply", coord, color)
+    np.save(tmp_path / "room_mm.npy", np.c_[coord * 1000, color])
+    assert ppkt(["predict", "--checkpoint", str(ckpt), str(tmp_path / "room.ply"), "--min-score", "0", "--out",
+                 str(tmp_path / "p"), "--quiet"]) == 0
+    boxes = np.load(tmp_path / "p" / "room.boxes.npy")
+    model, classes, cfg, _ = load_detector(ckpt)
+    dataset = DetScenes([scene], classes, cfg.data.voxel_size, train=False)
+    batch = collate_detection([dataset[0]])
+    with torch.no_grad():
+        expected = proposals_to_boxes(model(batch.feats, batch.coords, batch.xyz, batch.offsets), model.mean_size,
+                                      model.num_heading_bins, 0.0, cfg.eval.nms_iou, cfg.eval.axis_aligned)[0]
+    assert boxes.shape == expected.shape and boxes.shape[1] == 9 and len(boxes) > 0
+    assert np.allclose(boxes, expected, atol=1e-4)
+    from plyfile import PlyData
+
+    assert len(PlyData.read(str(tmp_path / "p" / "room.boxes.ply"))["vertex"]) == 8 * len(boxes)
+    summary = json.loads((tmp_path / "p" / "summary.json").read_text())
+    assert summary["task"] == "detection" and sum(summary["scans"][0]["boxes_per_class"].values()) == len(boxes)
+    assert (tmp_path / "p" / "room.png").stat().st_size > 0
+    assert ppkt(["predict", "--checkpoint", str(ckpt), str(tmp_path / "room_mm.npy"), "--scale", "0.001",
+                 "--min-score", "0", "--out", str(tmp_path / "mm"), "--quiet", "--no-preview"]) == 0
+    mm = np.load(tmp_path / "mm" / "room_mm.boxes.npy")
+    assert mm.shape == boxes.shape and np.allclose(mm[:, :6], boxes[:, :6] * 1000, atol=0.5)
+    # a scan cut into tiles: each object once (no two boxes of a class overlap past the NMS threshold), centres in it
+    from ppkt.detection.boxes import iou_3d
+    from ppkt.predict.detect import detect_scan
+    from ppkt.predict.scan import read_scan
+
+    scan = read_scan(tmp_path / "room.ply", cfg.data.voxel_size)
+    tiled = detect_scan(model, cfg.eval, scan, cfg.data.voxel_size, 0.0, tile=0.5, margin=0.0)  # 0.8 m cores
+    assert tiled.tiles > 1 and len(tiled.boxes)
+    assert (tiled.boxes[:, :2] >= coord.min(0)[:2] - 0.5).all() and (tiled.boxes[:, :2] <= coord.max(0)[:2] + 0.5).all()
+    for c in np.unique(tiled.boxes[:, 7]):
+        of_c = tiled.boxes[tiled.boxes[:, 7] == c]
+        for i in range(len(of_c)):
+            for j in range(i + 1, len(of_c)):
+                assert float(np.asarray(iou_3d(of_c[i:i + 1, :7], of_c[j:j + 1, :7])).max()) <= cfg.eval.nms_iou + 1e-6
