@@ -33,6 +33,35 @@ def write_scannet_labels(path: Path, labels: np.ndarray, class_set: str) -> Path
     return path
 
 
+def _sample(n: int, max_points: int) -> np.ndarray:
+    """Indices of at most max_points of n points (seeded: the same preview every time)."""
+    return np.random.default_rng(0).choice(n, max_points, replace=False) if n > max_points else np.arange(n)
+
+
+def _from_above(xyz: np.ndarray) -> np.ndarray:
+    """The points to draw from above, lowest first: all but the top 30 cm (a ceiling would hide the room)."""
+    top = np.flatnonzero(xyz[:, 2] < xyz[:, 2].max() - 0.3) if np.ptp(xyz[:, 2]) > 0.6 else np.arange(len(xyz))
+    return top[np.argsort(xyz[top, 2])]
+
+
+def _marker_size(n: int) -> float:
+    return float(np.clip(3e5 / max(n, 1), 1.5, 12.0))  # points^2: dense clouds small, sparse ones large
+
+
+def _finish(fig, handles: list, title: str, path: Path) -> Path:
+    """Legend under the plots, title, and the PNG written atomically."""
+    import matplotlib.pyplot as plt
+
+    if handles:
+        fig.legend(handles=handles, loc="lower center", ncol=min(6, len(handles)), fontsize=8, frameon=False)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout(rect=(0, 0.08 + 0.03 * (len(handles) // 6), 1, 0.95))
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png")
+    plt.close(fig)
+    return path
+
+
 def preview(path: Path, coord: np.ndarray, labels: np.ndarray, names: Sequence[str], colors: np.ndarray,
             title: str, max_points: int = 150_000) -> Path:
     """A PNG: the points from above and from the side, coloured by class, with a legend of the classes present
@@ -43,15 +72,11 @@ def preview(path: Path, coord: np.ndarray, labels: np.ndarray, names: Sequence[s
     import matplotlib.pyplot as plt
     from matplotlib.patches import Patch
 
-    pick = np.arange(len(coord))
-    if len(coord) > max_points:
-        pick = np.random.default_rng(0).choice(len(coord), max_points, replace=False)
+    pick = _sample(len(coord), max_points)
     xyz, rgb = coord[pick], colors[labels[pick]] / 255.0
-    size = float(np.clip(3e5 / max(len(pick), 1), 1.5, 12.0))  # points^2: dense clouds small, sparse ones large
+    size = _marker_size(len(pick))
     fig, axes = plt.subplots(1, 2, figsize=(12, 5.6), dpi=100)
-    # top view without the top 30 cm (a ceiling would hide the room), higher points drawn last
-    top = np.flatnonzero(xyz[:, 2] < xyz[:, 2].max() - 0.3) if np.ptp(xyz[:, 2]) > 0.6 else np.arange(len(xyz))
-    top = top[np.argsort(xyz[top, 2])]
+    top = _from_above(xyz)
     axes[0].scatter(xyz[top, 0], xyz[top, 1], c=rgb[top], s=size, marker="o", linewidths=0)
     axes[0].set_title("from above (x, y; the top 30 cm left out)", fontsize=9)
     # side view without the nearest 30 cm (a wall would hide the room), nearer points drawn last
@@ -66,13 +91,7 @@ def preview(path: Path, coord: np.ndarray, labels: np.ndarray, names: Sequence[s
     present = [c for c in np.argsort(-counts) if counts[c]]
     handles = [Patch(color=colors[c] / 255.0, label=f"{names[c]} ({100 * counts[c] / len(labels):.0f} %)")
                for c in present]
-    fig.legend(handles=handles, loc="lower center", ncol=min(6, max(1, len(handles))), fontsize=8, frameon=False)
-    fig.suptitle(title, fontsize=10)
-    fig.tight_layout(rect=(0, 0.08 + 0.03 * (len(handles) // 6), 1, 0.95))
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png")
-    plt.close(fig)
-    return path
+    return _finish(fig, handles, title, path)
 
 
 def preview_boxes(path: Path, coord: np.ndarray, color: np.ndarray, boxes: np.ndarray, names: Sequence[str],
@@ -87,15 +106,11 @@ def preview_boxes(path: Path, coord: np.ndarray, color: np.ndarray, boxes: np.nd
 
     from ppkt.detection.boxes import corners
 
-    pick = np.arange(len(coord))
-    if len(coord) > max_points:
-        pick = np.random.default_rng(0).choice(len(coord), max_points, replace=False)
+    pick = _sample(len(coord), max_points)
     xyz, rgb = coord[pick], np.clip(color[pick], 0, 255) / 255.0
-    top = np.flatnonzero(xyz[:, 2] < xyz[:, 2].max() - 0.3) if np.ptp(xyz[:, 2]) > 0.6 else np.arange(len(xyz))
-    top = top[np.argsort(xyz[top, 2])]
+    top = _from_above(xyz)
     fig, ax = plt.subplots(figsize=(8, 7), dpi=100)
-    ax.scatter(xyz[top, 0], xyz[top, 1], c=rgb[top], s=float(np.clip(3e5 / max(len(pick), 1), 1.5, 12.0)),
-               marker="o", linewidths=0, alpha=0.6)
+    ax.scatter(xyz[top, 0], xyz[top, 1], c=rgb[top], s=_marker_size(len(pick)), marker="o", linewidths=0, alpha=0.6)
     for box in boxes:
         c = corners(box[:7])[:4, :2]  # the bottom face's corners, in order around the box
         cls = int(box[7])
@@ -107,11 +122,4 @@ def preview_boxes(path: Path, coord: np.ndarray, color: np.ndarray, boxes: np.nd
     counts = np.bincount(boxes[:, 7].astype(np.int64), minlength=len(names)) if len(boxes) else np.zeros(len(names), int)
     handles = [Patch(edgecolor=colors[c] / 255.0, facecolor="none", linewidth=2, label=f"{names[c]} ({counts[c]})")
                for c in np.argsort(-counts) if counts[c]]
-    if handles:
-        fig.legend(handles=handles, loc="lower center", ncol=min(6, len(handles)), fontsize=8, frameon=False)
-    fig.suptitle(title, fontsize=10)
-    fig.tight_layout(rect=(0, 0.06 + 0.03 * (len(handles) // 6), 1, 0.95))
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png")
-    plt.close(fig)
-    return path
+    return _finish(fig, handles, title, path)
