@@ -97,6 +97,7 @@ def _predict(args: argparse.Namespace) -> int:
     summary = {"checkpoint": str(args.checkpoint), "task": task, "model": {
         "arch": cfg.model.arch, "channels": list(getattr(backbone, "channels", []) or cfg.model.channels or []),
         "classes": list(classes.names), "class_set": classes.name, "voxel_size": voxel,
+        "input_features": getattr(cfg.data, "features", "color"),
         "iterations": int(state["iteration"]), "trained_on": cfg.data.root, "pretrained": cfg.model.pretrained,
         "written_by": state.get("ppkt")}, "predicted_by": stamp(), "scans": []}
     for item in args.inputs:
@@ -112,7 +113,8 @@ def _predict(args: argparse.Namespace) -> int:
                 if task == "segmentation":
                     from ppkt.predict.segment import segment_scan
 
-                    result = segment_scan(model, frame, voxel, args.tile, args.margin, on_tile)
+                    result = segment_scan(model, frame, voxel, args.tile, args.margin, on_tile, cfg.data.features,
+                                          cfg.data.color_dropout)
                 else:
                     from ppkt.predict.detect import detect_scan
 
@@ -132,6 +134,9 @@ def _predict(args: argparse.Namespace) -> int:
             if args.format == "scannet":
                 files.append(write_scannet_labels(out / f"{scan.name}.txt", labels, classes.name))
             counts = np.bincount(labels, minlength=classes.num_classes)
+            if result.note:
+                entry["note"] = result.note
+                print(f"note: {result.note}", flush=True)
             entry["points_per_class"] = {n: int(c) for n, c in zip(classes.names, counts) if c}
             found = ", ".join(f"{classes.names[c]} {100 * counts[c] / len(labels):.0f} %" for c in np.argsort(-counts)[:4]
                               if counts[c])

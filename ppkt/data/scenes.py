@@ -352,7 +352,8 @@ class SegScenes(Dataset):
     def __init__(self, scenes: Sequence[Union[str, Path]], classes: Union[ClassSet, str], voxel_size: float = 0.02,
                  train: bool = True, augment: Union[bool, SceneAugment] = True, max_voxels: Optional[int] = None,
                  limited_points: Optional[int] = None, seed: int = 0,
-                 labelled_points: Optional[Dict[str, np.ndarray]] = None, labelled_points_file: str = ""):
+                 labelled_points: Optional[Dict[str, np.ndarray]] = None, labelled_points_file: str = "",
+                 features: str = "color", color_dropout: float = 0.0):
         self.scenes = [Path(s) for s in scenes]
         if not self.scenes:
             raise SceneError("SegScenes: empty scene list")
@@ -367,6 +368,12 @@ class SegScenes(Dataset):
         self.limited_points, self.seed = limited_points, int(seed)
         # {scene name: labelled point indices} (a Limited Annotations file): a scene it does not name has no label
         self.labelled_points, self.labelled_points_file = labelled_points, labelled_points_file
+        from ppkt.data.features import in_channels
+
+        in_channels(features)  # a known name
+        if not 0 <= color_dropout <= 1:
+            raise ValueError(f"SegScenes: color_dropout must be in [0, 1], got {color_dropout}")
+        self.features, self.color_dropout = features, float(color_dropout)
         if isinstance(augment, SceneAugment):
             self.augment: Optional[SceneAugment] = augment
         else:
@@ -433,6 +440,11 @@ class SegScenes(Dataset):
         if self.train and self.augment is not None:
             feats = augment_colors(feats, self.augment, generator)
         feats = (feats / 255.0 - 0.5).float()
+        if self.features != "color" or self.color_dropout:
+            from ppkt.data.features import assemble
+
+            dropped = self.train and self.color_dropout and float(torch.rand(1, generator=generator)) < self.color_dropout
+            feats = assemble(self.features, None if dropped else feats, coords)
         return SceneSample(coords.int(), feats, labels, point_to_voxel, point_labels, folder.name)
 
 

@@ -66,11 +66,38 @@ class LoadReport:
         return "\n".join(lines + ([f"  {self.note}"] if self.note else []))
 
 
-def load_backbone(segmentor: Segmentor, path: str | Path) -> LoadReport:
+def export_features(export: dict) -> str:
+    """The input features a backbone export was pretrained on ("color" for exports made before they were recorded)."""
+    about = export.get("pretrain") if isinstance(export.get("pretrain"), dict) else {}
+    return about.get("input_features") or ("color" if export.get("in_channels", 3) == 3 else f"{export['in_channels']} channels")
+
+
+def adapt_stem(state: dict, have: str, want: str, in_channels: int) -> str:
+    """The stem weights (out, k, k, k, in) of an export read `have` features, the model reads `want`: channels both
+    read keep their weights, the others start at zero. Returns what was done, for the report."""
+    from ppkt.data.features import FEATURES
+
+    order = {"color": ["r", "g", "b"], "color+normal": ["r", "g", "b", "nx", "ny", "nz"], "normal": ["nx", "ny", "nz"],
+             "none": ["c1", "c2", "c3"]}
+    if have not in FEATURES:
+        raise CheckpointError(f"cannot adapt a backbone of {have} to {want}")
+    src, dst = order[have], order[want]
+    w = state["conv_input.0.weight"]
+    new = w.new_zeros(*w.shape[:-1], in_channels)
+    kept = [c for c in dst if c in src]
+    for c in kept:
+        new[..., dst.index(c)] = w[..., src.index(c)]
+    state["conv_input.0.weight"] = new
+    return (f"input adapted from {have} to {want}: channels {', '.join(kept) or 'none'} kept, "
+            f"{', '.join(c for c in dst if c not in src) or 'none'} new (zero)")
+
+
+def load_backbone(segmentor: Segmentor, path: str | Path, features: str = "color", adapt: bool = False) -> LoadReport:
     """Copy the weights of a ``ppkt-backbone`` export (``<pretrain out_dir>/backbone.pth``) into `segmentor.backbone`.
 
-    Raises CheckpointError (naming the file) when the export was made for another architecture, channel widths or
-    input channels, or when not a single tensor matches. A leading ``module.`` (DDP) on the file's keys is dropped.
+    Raises CheckpointError (naming the file) when the export was made for another architecture, channel widths,
+    input channels or input `features` (unless `adapt`: then its first layer is adapted, `adapt_stem`), or when not
+    a single tensor matches. A leading ``module.`` (DDP) on the file's keys is dropped.
     """
     try:
         export = load_checkpoint(path, BACKBONE_FORMAT)
@@ -79,6 +106,16 @@ def load_backbone(segmentor: Segmentor, path: str | Path) -> LoadReport:
             raise CheckpointError(f"{err}; pass the backbone export (backbone.pth beside checkpoints/) instead") from None
         raise
     bb = segmentor.backbone
+    pretrained_on = export_features(export)
+    adapted = ""
+    if pretrained_on != features:
+        if not adapt:
+            raise CheckpointError(f"{path}: backbone pretrained on {pretrained_on} input, but this run reads {features} "
+                                  "(data.features); fine-tune with the same data.features, or set model.adapt_input=true to "
+                                  "adapt its first layer (the channels both read keep their weights)")
+        state = dict(export["state_dict"])
+        adapted = adapt_stem(state, pretrained_on, features, bb.in_channels)
+        export = {**export, "state_dict": state, "in_channels": bb.in_channels}
     want = {"arch": segmentor.arch, "in_channels": bb.in_channels, "channels": list(bb.channels)}
     have = {k: export.get(k) for k in want}
     have["channels"] = list(have["channels"]) if have["channels"] is not None else None
@@ -95,6 +132,7 @@ def load_backbone(segmentor: Segmentor, path: str | Path) -> LoadReport:
     about = export.get("pretrain") if isinstance(export.get("pretrain"), dict) else {}
     note = (f"encoder only: pretrained by {about.get('method', '?')}, which trains the encoder; the decoder and the "
             "head start from scratch") if about.get("part") == "encoder" else ""
+    note = "; ".join(n for n in (note, adapted) if n)
     report = LoadReport(str(path), diff.matched, diff.missing, diff.unexpected, diff.mismatched, note)
     matched = {k: full[k] for k in diff.matched}
     if not matched:

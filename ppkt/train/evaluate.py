@@ -159,7 +159,9 @@ def load_finetuned(path: str | Path, device: torch.device | str = "cpu"):
     state = load_checkpoint(path, FINETUNE_FORMAT)
     cfg = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(FinetuneConfig), state["config"]))
     classes = ClassSet(**state["classes"])
-    model = Segmentor(cfg.model.arch, len(classes.names), 3, cfg.model.channels)
+    from ppkt.data.features import in_channels
+
+    model = Segmentor(cfg.model.arch, len(classes.names), in_channels(cfg.data.features), cfg.model.channels)
     load_state_strict(model, state["model"], path, "model")
     return model.to(device).eval(), classes, cfg, state
 
@@ -178,7 +180,8 @@ def evaluate_checkpoint(checkpoint: str | Path, data: str | Path | None = None, 
     dev = pick_device(device, what="--device")
     model, classes, cfg, state = load_finetuned(checkpoint, dev)
     scenes = list_scenes(data if data is not None else cfg.data.root, split, cfg.data.val_area)
-    dataset = SegScenes(scenes, classes, voxel_size=cfg.data.voxel_size, train=False, augment=False)
+    dataset = SegScenes(scenes, classes, voxel_size=cfg.data.voxel_size, train=False, augment=False,
+                        features=cfg.data.features)
     out = Path(out) if out is not None else default_eval_dir(checkpoint, split)
     with flush_denormals(dev):  # as in training: denormals slow CPU sparse convs down
         # SegScenes maps every stored ignore value to -1

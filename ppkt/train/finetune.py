@@ -70,7 +70,10 @@ def select_training_scenes(cfg: FinetuneConfig, scenes: List[Path], classes: Cla
 
 def build_model(cfg: FinetuneConfig, num_classes: int, device: torch.device) -> Segmentor:
     """The Segmentor of model.arch / channels, initialised from torch's seed; backbone frozen for model.freeze_backbone."""
-    model = set_bn_momentum(Segmentor(cfg.model.arch, num_classes, 3, cfg.model.channels), cfg.model.bn_momentum)
+    from ppkt.data.features import in_channels
+
+    model = Segmentor(cfg.model.arch, num_classes, in_channels(cfg.data.features), cfg.model.channels)
+    model = set_bn_momentum(model, cfg.model.bn_momentum)
     model = model.to(device)
     return model.freeze_backbone() if cfg.model.freeze_backbone else model
 
@@ -125,12 +128,14 @@ def _finetune(cfg: FinetuneConfig, d: Dist, device: torch.device, resume: bool, 
         check_named_scenes(list(labelled), [p.name for p in all_train], "data.points_file", cfg.data.points_file)
     train_set = SegScenes(train_scenes, classes, cfg.data.voxel_size, train=True, augment=cfg.data.augment,
                           max_voxels=cfg.data.max_voxels, limited_points=cfg.data.limited_points, seed=cfg.train.seed,
-                          labelled_points=labelled, labelled_points_file=cfg.data.points_file)
+                          labelled_points=labelled, labelled_points_file=cfg.data.points_file,
+                          features=cfg.data.features, color_dropout=cfg.data.color_dropout)
     try:
         val_scenes = list_scenes(cfg.data.root, cfg.data.val_split, cfg.data.val_area) if cfg.data.val_split else []
     except SceneError as err:
         raise SceneError(f"{err}\n(to train without validation set data.val_split='')") from None
-    val_set = SegScenes(val_scenes, classes, cfg.data.voxel_size, train=False, augment=False) if val_scenes else None
+    val_set = SegScenes(val_scenes, classes, cfg.data.voxel_size, train=False, augment=False,
+                        features=cfg.data.features) if val_scenes else None
     if state is not None and state["train_scenes"] != names:
         raise CheckpointError(f"{ckpt_path}: trained on other scenes than data.root / label_fraction / stratified / seed select now "
                               f"({len(state['train_scenes'])} vs {len(names)}); see {out / 'train_scenes.txt'}")
@@ -147,7 +152,7 @@ def _finetune(cfg: FinetuneConfig, d: Dist, device: torch.device, resume: bool, 
         if d.main:
             print(f"resuming {ckpt_path} at iteration {start}")
     elif cfg.model.pretrained:
-        report = load_backbone(model, cfg.model.pretrained)
+        report = load_backbone(model, cfg.model.pretrained, cfg.data.features, cfg.model.adapt_input)
         if d.main:
             print(report.summary())
     elif d.main:

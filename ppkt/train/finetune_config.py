@@ -23,6 +23,9 @@ class FinetuneDataConfig:
     # Reconstructions list of training scenes, and a Limited Annotations file of labelled point indices per scene
     scenes_file: Optional[str] = None
     points_file: Optional[str] = None
+    # what the network reads per voxel (ppkt.data.features): color | color+normal | normal | none (geometry only)
+    features: str = "color"
+    color_dropout: float = 0.0  # training: the probability that a sample's colour is replaced by a constant
     augment: bool = True  # training augmentation (rotation, scaling, flips, ... as SegScenes does)
     val_area: int = 5  # S3DIS layout only: the area held out for val / test (the others train)
 
@@ -33,6 +36,9 @@ class FinetuneModelConfig:
     channels: Optional[List[int]] = None  # None = (32, 64, 128, 256, 256, 128, 96, 96)
     pretrained: Optional[str] = None  # ppkt-backbone export to start from (also --pretrained); None = scratch
     freeze_backbone: bool = False  # linear probe: only the head trains; backbone weights fixed, its BN statistics adapt
+    # a backbone pretrained on other input features: adapt its first layer (the channels both read keep their weights,
+    # new ones start at zero) instead of refusing it
+    adapt_input: bool = False
     # running-statistics momentum of every batch norm. The SR-UNet pretrains at 0.01, whose statistics follow the weights
     # ~100 iterations late: in a 240-iteration run they still held 9 % of their start, which cost scratch 2-9 mIoU
     # points in the transfer benchmark (docs/transfer_history.md); 0.1 is torch's default and MinkowskiEngine's
@@ -82,6 +88,10 @@ def validate_finetune(cfg: FinetuneConfig) -> FinetuneConfig:
     c.positive(d.voxel_size, "data.voxel_size")
     c.need(d.max_voxels is None or d.max_voxels >= 1, "data.max_voxels", f"must be null or >= 1, got {d.max_voxels}")
     c.need(0 < d.label_fraction <= 1, "data.label_fraction", f"must be in (0, 1], got {d.label_fraction}")
+    from ppkt.data.features import FEATURES
+
+    c.choice(d.features, tuple(FEATURES), "data.features")
+    c.need(0 <= d.color_dropout <= 1, "data.color_dropout", f"must be in [0, 1], got {d.color_dropout}")
     c.need(isinstance(d.stratified, bool), "data.stratified", f"must be true or false, got {d.stratified!r}")
     c.need(d.limited_points is None or d.limited_points >= 0, "data.limited_points", f"must be null or >= 0, got {d.limited_points}")
     c.need(not (d.scenes_file and d.label_fraction < 1), "data.scenes_file",

@@ -164,3 +164,30 @@ def test_scannet_submission_file(tmp_path):
 
     with pytest.raises(UserError, match="scannet20"):
         write_scannet_labels(tmp_path / "x.txt", np.array([0]), "synthetic")
+
+
+def test_a_colour_dropout_model_reads_a_scan_without_colour(trained, tmp_path, capsys):
+    world, _, scene = trained
+    cfg = load_config("configs/finetune_synthetic.yaml", [
+        f"data.root={world}", f"data.classes={world / 'classes.json'}", "data.max_voxels=2000", "train.iterations=1",
+        "data.color_dropout=0.5", "data.val_split=''", "train.workers=0", "train.threads=2",
+        "model.channels=[8,8,8,8,8,8,8,8]", f"train.out_dir={tmp_path / 'run'}"], FinetuneConfig)
+    ckpt = finetune(cfg) / "checkpoints" / "last.pt"
+    coord = np.load(scene / "coord.npy").astype(np.float32)
+    grey = write_scan_ply(tmp_path / "grey.ply", coord)
+    assert main(["predict", "--checkpoint", str(ckpt), str(grey), "--out", str(tmp_path / "out"), "--quiet",
+                 "--no-preview"]) == 0
+    assert "the scan has no colour" in capsys.readouterr().out
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert "colour dropout 0.5" in summary["scans"][0]["note"] and summary["model"]["input_features"] == "color"
+    # the labels are those of the model given the constant colour of a dropped sample
+    from ppkt.data.features import NO_COLOR
+    from ppkt.predict.scan import read_scan
+    from ppkt.predict.segment import segment_scan
+    from ppkt.train.evaluate import load_finetuned
+
+    model, _, _, _ = load_finetuned(ckpt)
+    white = read_scan(grey, 0.05)
+    white.color = np.full_like(white.coord, 255.0 * (NO_COLOR + 0.5))
+    expected = segment_scan(model, white, 0.05).labels
+    assert np.array_equal(np.load(tmp_path / "out" / "grey.labels.npy"), expected)

@@ -257,3 +257,41 @@ def test_official_few_label_files_drive_a_run(tmp_path, capsys):
                                                                    f"data.points_file={tmp_path / 'bad'}")]) == 2
     err = capsys.readouterr().err
     assert "scene_0002 has" in err and "point index 1000000" in err and str(tmp_path / "bad") in err
+
+
+def test_input_features_train_evaluate_and_refuse_a_backbone_of_other_features(tmp_path, capsys):
+    from ppkt.checkpoint import load_checkpoint
+    from ppkt.data.features import NO_COLOR, voxel_normals
+    from ppkt.data.scenes import SegScenes, get_class_set, list_scenes
+
+    data = tiny_dataset(tmp_path / "data")
+    for features, channels in (("none", 3), ("color+normal", 6)):
+        out = finetune(tiny_config(data, tmp_path / features, f"data.features={features}", "train.iterations=2"))
+        state = load_checkpoint(out / "checkpoints" / "last.pt", "ppkt-finetune")
+        assert state["model"]["backbone.conv_input.0.weight"].shape[-1] == channels
+        assert 0 <= json.loads((out / "eval" / "metrics.json").read_text())["miou"] <= 1
+    # colour dropout 1: every training sample's input is the constant input of a geometry-only run
+    classes, scenes = get_class_set(data / "classes.json"), list_scenes(data, "train")
+    dropped = SegScenes(scenes, classes, 0.05, max_voxels=500, seed=3, color_dropout=1.0)[(0, 7)]
+    geometry = SegScenes(scenes, classes, 0.05, max_voxels=500, seed=3, features="none")[(0, 7)]
+    assert torch.equal(dropped.coords, geometry.coords) and torch.equal(dropped.feats, geometry.feats)
+    assert (geometry.feats == NO_COLOR).all()
+    # normals of a flat floor are vertical
+    grid = torch.cartesian_prod(torch.arange(20), torch.arange(20), torch.zeros(1, dtype=torch.long))
+    assert (voxel_normals(grid)[:, 2].abs() > 0.999).all()
+    # a wall x = 0 beside a floor z = 0, both 10 voxels wide: normals away from the corner region are +x and +z
+    wall = torch.cartesian_prod(torch.zeros(1, dtype=torch.long), torch.arange(10), torch.arange(1, 10))
+    floor = torch.cartesian_prod(torch.arange(1, 10), torch.arange(10), torch.zeros(1, dtype=torch.long))
+    n = voxel_normals(torch.cat([wall, floor]))
+    far_wall, far_floor = (wall[:, 2] >= 4), (floor[:, 0] >= 4)
+    assert torch.allclose(n[:len(wall)][far_wall], torch.tensor([1.0, 0, 0]).expand(int(far_wall.sum()), 3), atol=1e-5)
+    assert torch.allclose(n[len(wall):][far_floor], torch.tensor([0, 0, 1.0]).expand(int(far_floor.sum()), 3), atol=1e-5)
+    # a colour backbone for a normals run: refused naming both, or adapted on request
+    backbone = backbone_file(tmp_path / "colour.pth")
+    assert ppkt(["finetune", "--config", str(ROOT / "configs" / "finetune_synthetic.yaml"), "--pretrained",
+                 str(backbone), *tiny_overrides(data, tmp_path / "n", "data.features=normal", "train.iterations=1")]) == 2
+    err = capsys.readouterr().err
+    assert "pretrained on color input" in err and "reads normal" in err and "model.adapt_input=true" in err
+    finetune(tiny_config(data, tmp_path / "adapted", "data.features=color+normal", "model.adapt_input=true",
+                         f"model.pretrained={backbone}", "train.iterations=1"))
+    assert "input adapted from color to color+normal: channels r, g, b kept, nx, ny, nz new (zero)" in capsys.readouterr().out
