@@ -33,6 +33,7 @@ class DataConfig:
     # z-up, as ScanNet's and the synthetic world's are, and as the fine-tuning scenes are; needs poses)
     frame: str = "camera"
     pairs: Optional[str] = None  # loss.name=pointcontrast: the frame pairs file of `ppkt pairs` (folders below roots)
+    features: str = "color"  # what the student reads per voxel (ppkt.data.features): color | color+normal | normal | none
 
 
 @dataclass
@@ -42,6 +43,7 @@ class AugmentConfig:
     rotation: float = math.pi  # max |angle| (radians) of the rotation about the up axis
     scale: List[float] = field(default_factory=lambda: [0.9, 1.1])  # random isotropic scaling range
     elastic: List[List[float]] = field(default_factory=lambda: [[0.2, 0.4], [0.8, 1.6]])  # [granularity m, magnitude m]
+    color_dropout: float = 0.0  # probability that a frame's colour reaches the student as the constant of no colour
     enabled: bool = True
 
 
@@ -165,10 +167,14 @@ def check_data(d: DataConfig, c: Checks) -> None:
     c.need(len(d.image_size) == 2 and min(d.image_size) >= 1, "data.image_size", f"must be [H, W] in pixels, both >= 1, got {list(d.image_size)}")
     c.positive(d.voxel_size, "data.voxel_size")
     c.choice(d.frame, ("camera", "world"), "data.frame")
+    from ppkt.data.features import FEATURES
+
+    c.choice(d.features, tuple(FEATURES), "data.features")
 
 
 def check_augment(a: AugmentConfig, c: Checks) -> None:
     c.need(0 <= a.flip <= 1, "augment.flip", f"is a probability, must be in [0, 1], got {a.flip}")
+    c.need(0 <= a.color_dropout <= 1, "augment.color_dropout", f"is a probability, must be in [0, 1], got {a.color_dropout}")
     c.range_pair(a.resize, "augment.resize")
     c.need(a.rotation >= 0, "augment.rotation", f"must be >= 0 radians, got {a.rotation}")
     c.range_pair(a.scale, "augment.scale")
@@ -246,6 +252,8 @@ def check_pointcontrast(cfg: "PretrainConfig", c: Checks) -> None:
     c.need(cfg.data.frame == "world", "data.frame", "must be world for loss.name=pointcontrast (the views are "
                                                     "matched in world coordinates)")
     c.need(cfg.teacher.cache is None, "teacher.cache", "is not used by loss.name=pointcontrast (no teacher); unset it")
+    c.need(cfg.data.features == "color" and not cfg.augment.color_dropout, "data.features",
+           "loss.name=pointcontrast reads colour only (data.features=color, augment.color_dropout=0)")
 
 
 def check_optim(o: OptimConfig, c: Checks) -> None:

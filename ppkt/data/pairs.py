@@ -33,7 +33,7 @@ if TYPE_CHECKING:
 class PairSample:
     image: Tensor  # (3, H, W) float RGB in [0, 1], augmented
     coords: Tensor  # (M, 3) int32 voxel indices
-    feats: Tensor  # (M, 3) float: mean RGB of the voxel's points, centred (-0.5 .. 0.5)
+    feats: Tensor  # (M, C) float: data.features of each voxel (colour: mean RGB of its points, centred -0.5 .. 0.5)
     pixel: Tensor  # (M,) int64: flat index v * W + u of the pixel paired with each voxel
     source: str
     origin: Tensor  # (3,) metres of voxel index 0, in the augmented 3D frame
@@ -71,7 +71,13 @@ def make_sample(frame: RGBDFrame, data: DataConfig, aug: AugmentConfig, generato
            if on else PointTransform())
     vox = voxelize(t3d(bp.points), data.voxel_size)
     rep = vox.representatives(generator)
-    return PairSample(image, vox.coords, vox.mean(bp.features) - 0.5, bp.pixel_index[rep], frame.source, vox.origin, t2d,
+    feats = vox.mean(bp.features) - 0.5
+    if data.features != "color" or (on and aug.color_dropout):
+        from ppkt.data.features import assemble
+
+        dropped = on and aug.color_dropout and float(torch.rand(1, generator=generator)) < aug.color_dropout
+        feats = assemble(data.features, None if dropped else feats, vox.coords)
+    return PairSample(image, vox.coords, feats, bp.pixel_index[rep], frame.source, vox.origin, t2d,
                       t3d, points=bp.points[rep])
 
 

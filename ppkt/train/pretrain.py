@@ -17,6 +17,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from ppkt.checkpoint import BACKBONE_FORMAT, PRETRAIN_FORMAT, load_checkpoint, load_state_strict, save_atomic
 from ppkt.config import ConfigError, PretrainConfig, config_to_dict, config_to_yaml, validate_pretrain
+from ppkt.data.features import in_channels
 from ppkt.data.pairs import FramePairs, collate_pairs
 from ppkt.data.teacher_cache import TeacherCache
 from ppkt.data.views import ViewPairs, collate_views
@@ -45,7 +46,8 @@ def build_model(cfg: PretrainConfig) -> torch.nn.Module:
     name, l = cfg.loss.name, cfg.loss
 
     def student() -> torch.nn.Module:
-        return build_sparse_unet(cfg.student.arch, in_channels=3, channels=cfg.student.channels)
+        return build_sparse_unet(cfg.student.arch, in_channels=in_channels(cfg.data.features),
+                                 channels=cfg.student.channels)
 
     if name == "pointcontrast":
         s = student()
@@ -95,7 +97,8 @@ def backbone_export(cfg: PretrainConfig, model: torch.nn.Module, iteration: int,
     features, voxel size (metres), the data folders and frame count, the last loss, ppkt's version and commit."""
     name = cfg.loss.name
     state = model.student.state_dict()
-    about = {"iteration": iteration, "input_features": "color", "voxel_size": cfg.data.voxel_size,
+    about = {"iteration": iteration, "input_features": cfg.data.features, "color_dropout": cfg.augment.color_dropout,
+             "voxel_size": cfg.data.voxel_size,
              "data_roots": list(cfg.data.roots), "frames": frames, "loss": loss, **stamp()}
     if name != "ppnce":  # (PPKT's exports say nothing more, as before the baselines existed)
         about.update(method=name, part="encoder" if name in FRAME_LEVEL else "whole")
@@ -103,7 +106,7 @@ def backbone_export(cfg: PretrainConfig, model: torch.nn.Module, iteration: int,
         state = {k: v for k, v in state.items() if k.startswith(ENCODER)}
     if name != "pointcontrast":
         about.update(teacher=cfg.teacher.arch, teacher_weights=cfg.teacher.weights)
-    return {"format": BACKBONE_FORMAT, "arch": cfg.student.arch, "in_channels": 3,
+    return {"format": BACKBONE_FORMAT, "arch": cfg.student.arch, "in_channels": in_channels(cfg.data.features),
             "channels": list(model.student.channels), "state_dict": state, "pretrain": about}
 
 

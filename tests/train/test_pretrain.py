@@ -195,3 +195,21 @@ def test_cli_lists_commands_and_reports_bad_config(capsys, tmp_path):
                      f"train.out_dir={tmp_path / 'run'}"]) == 2
     assert f"ppkt: error: {tmp_path}: no RGB-D frame folders found" in capsys.readouterr().err
     assert not (tmp_path / "run").exists()
+
+
+def test_pretraining_on_other_input_features_exports_them(tmp_path):
+    from ppkt.data.features import NO_COLOR
+    from ppkt.data.pairs import FramePairs
+    from ppkt.models.segmentor import Segmentor, load_backbone
+
+    out = pretrain(tiny_config(tmp_path / "cn", "train.iterations=2", "data.features=color+normal",
+                               "augment.color_dropout=0.5"))
+    export = load_checkpoint(out / "backbone.pth", BACKBONE_FORMAT)
+    assert export["in_channels"] == 6 and export["pretrain"]["input_features"] == "color+normal"
+    assert export["pretrain"]["color_dropout"] == 0.5
+    report = load_backbone(Segmentor(export["arch"], 4, 6, export["channels"]), out / "backbone.pth", "color+normal")
+    assert not report.missing or all(k.startswith("head.") for k in report.missing)
+    # colour dropout 1: every frame's colour reaches the student as the constant of no colour
+    cfg = tiny_config(tmp_path / "x", "augment.color_dropout=1.0")
+    sample = FramePairs(cfg.data, cfg.augment)[(0, 5)]
+    assert sample.feats.shape[1] == 3 and (sample.feats == NO_COLOR).all()
