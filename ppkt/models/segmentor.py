@@ -75,11 +75,10 @@ def export_features(export: dict) -> str:
 def adapt_stem(state: dict, have: str, want: str, in_channels: int) -> str:
     """The stem weights (out, k, k, k, in) of an export read `have` features, the model reads `want`: channels both
     read keep their weights, the others start at zero. Returns what was done, for the report."""
-    from ppkt.data.features import FEATURES
-
+    # the channels of each data.features (ppkt.data.features), by name
     order = {"color": ["r", "g", "b"], "color+normal": ["r", "g", "b", "nx", "ny", "nz"], "normal": ["nx", "ny", "nz"],
              "none": ["c1", "c2", "c3"]}
-    if have not in FEATURES:
+    if have not in order or want not in order:
         raise CheckpointError(f"cannot adapt a backbone of {have} to {want}")
     src, dst = order[have], order[want]
     w = state["conv_input.0.weight"]
