@@ -293,6 +293,10 @@ def test_predict_boxes_on_a_scan_equal_the_evaluation_path(tmp_path):
     assert len(PlyData.read(str(tmp_path / "p" / "room.boxes.ply"))["vertex"]) == 8 * len(boxes)
     summary = json.loads((tmp_path / "p" / "summary.json").read_text())
     assert summary["task"] == "detection" and sum(summary["scans"][0]["boxes_per_class"].values()) == len(boxes)
+    from ppkt.commands.info import describe
+
+    text = "\n".join(describe(ckpt))
+    assert "ppkt detection checkpoint" in text and "iteration: 4 of 4" in text and "classes: 2 (tiny): cube, cuboid" in text
     assert (tmp_path / "p" / "room.png").stat().st_size > 0
     assert ppkt(["predict", "--checkpoint", str(ckpt), str(tmp_path / "room_mm.npy"), "--scale", "0.001",
                  "--min-score", "0", "--out", str(tmp_path / "mm"), "--quiet", "--no-preview"]) == 0

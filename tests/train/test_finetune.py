@@ -123,6 +123,8 @@ def test_finetuning_lowers_the_loss_and_evaluate_writes_its_files(tmp_path, caps
     assert np.mean(losses[-3:]) < 0.5 * losses[0]
     val = {r["iteration"]: r["val_miou"] for r in read_metrics(out / "metrics.jsonl") if "val_miou" in r}
     assert list(val) == [6, 12]
+    assert ppkt(["info", str(out / "eval" / "metrics.json")]) == 0
+    assert f"mIoU {100 * val[12]:.2f}" in capsys.readouterr().out
     best = torch.load(out / "checkpoints" / "best.pt", weights_only=True)
     first_best = 6 if val[6] >= val[12] else 12
     assert best["iteration"] == first_best and best["val"]["miou"] == max(val.values())

@@ -98,6 +98,11 @@ def test_short_training_lowers_the_loss_and_writes_the_checkpoint(trained):
     f_max = freq.max() / freq.sum()
     assert val["allacc"] > f_max + 0.07 and val["miou"] > f_max / 3 + 0.3
     assert min(val["per_class_iou"].values()) > 0.3  # every class, not only the background
+    from ppkt.commands.info import describe
+
+    text = "\n".join(describe(out))
+    assert "ppkt 2D segmentation teacher" in text and "architecture: resnet18" in text and "iterations: 30" in text
+    assert f"miou': {val['miou']}" in text and "written by: ppkt" in text
     assert result["val"]["allacc"] == val["allacc"]
     assert not list(out.parent.glob(".*.tmp"))  # written atomically
 
