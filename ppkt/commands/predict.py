@@ -80,6 +80,7 @@ def _predict(args: argparse.Namespace) -> int:
     from ppkt.data.ply import write_ply
     from ppkt.predict.outputs import preview, preview_boxes, save_npy, write_scannet_labels
     from ppkt.predict.scan import read_scan, to_model_frame
+    from ppkt.predict.segment import missing_color_note
     from ppkt.progress import Progress
     from ppkt.provenance import stamp
     from ppkt.train.distributed import flush_denormals
@@ -119,9 +120,14 @@ def _predict(args: argparse.Namespace) -> int:
                     from ppkt.predict.detect import detect_scan
 
                     result = detect_scan(model, cfg.eval, frame, voxel, args.min_score, args.tile,
-                                         3.0 if args.margin is None else args.margin * voxel, on_tile)
+                                         3.0 if args.margin is None else args.margin * voxel, on_tile,
+                                         cfg.data.features, cfg.data.color_dropout)
         entry = {"input": str(item), "kind": scan.kind, "points": int(len(scan.coord)), "voxels": result.voxels,
                  "tiles": result.tiles, "scale": args.scale, "up": args.up}
+        note = missing_color_note(scan, cfg.data.features, cfg.data.color_dropout)
+        if note:
+            entry["note"] = note
+            print(f"note: {note}", flush=True)
         if task == "segmentation":
             labels = result.labels
             files = [save_npy(out / f"{scan.name}.labels.npy", labels),
@@ -134,9 +140,6 @@ def _predict(args: argparse.Namespace) -> int:
             if args.format == "scannet":
                 files.append(write_scannet_labels(out / f"{scan.name}.txt", labels, classes.name))
             counts = np.bincount(labels, minlength=classes.num_classes)
-            if result.note:
-                entry["note"] = result.note
-                print(f"note: {result.note}", flush=True)
             entry["points_per_class"] = {n: int(c) for n, c in zip(classes.names, counts) if c}
             found = ", ".join(f"{classes.names[c]} {100 * counts[c] / len(labels):.0f} %" for c in np.argsort(-counts)[:4]
                               if counts[c])

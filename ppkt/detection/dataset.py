@@ -70,8 +70,10 @@ class DetScenes(Dataset):
 
     def __init__(self, scenes: Sequence[Union[str, Path]], classes: Union[str, DetectionClasses], voxel_size: float,
                  train: bool = True, augment: bool = True, max_voxels: Optional[int] = None, seed: int = 0,
-                 rotation: float = np.pi / 6, scale: Sequence[float] = (0.85, 1.15), flip_y: bool = True):
+                 rotation: float = np.pi / 6, scale: Sequence[float] = (0.85, 1.15), flip_y: bool = True,
+                 features: str = "color", color_dropout: float = 0.0):
         self.scenes = [Path(s) for s in scenes]
+        self.features, self.color_dropout = features, float(color_dropout)  # ppkt.data.features
         if not self.scenes:
             raise SceneError("DetScenes: empty scene list")
         if not voxel_size > 0:
@@ -116,6 +118,11 @@ class DetScenes(Dataset):
         pts = torch.from_numpy(np.ascontiguousarray(points, dtype=np.float32))
         vox = voxelize(pts, self.voxel_size)
         coords, feats = vox.coords, (vox.mean(torch.from_numpy(colors)) / 255.0 - 0.5).float()
+        if self.features != "color" or (self.train and self.color_dropout):
+            from ppkt.data.features import assemble
+
+            dropped = self.train and float(np.random.default_rng((seed, 1)).random()) < self.color_dropout
+            feats = assemble(self.features, None if dropped else feats, coords)
         xyz, target = vox.mean(pts.double()).float(), torch.from_numpy(boxes).float()
         if self.train and self.max_voxels is not None and vox.num_voxels > self.max_voxels:
             keep, _ = crop_nearest(coords, self.max_voxels, torch.Generator().manual_seed(seed))

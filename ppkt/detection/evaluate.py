@@ -174,7 +174,7 @@ def evaluate_detection_checkpoint(checkpoint: str | Path, data: Optional[str | P
     dev = pick_device(device, what="--device")
     model, classes, cfg, state = load_detector(checkpoint, dev)
     dataset = DetScenes(list_scenes(data if data is not None else cfg.data.root, split), classes, cfg.data.voxel_size,
-                        train=False)
+                        train=False, features=cfg.data.features)
     out = Path(out) if out is not None else default_eval_dir(checkpoint, split)
     with flush_denormals(dev):
         result = evaluate_detector(model, dataset, dev, cfg.eval, out, split, ply)

@@ -8,7 +8,6 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ppkt.errors import UserError
 from ppkt.predict.scan import Scan
 from ppkt.predict.tiles import round_up, tiles
 
@@ -22,20 +21,19 @@ class Detection:
 
 @torch.no_grad()
 def detect_scan(model, eval_cfg, scan: Scan, voxel_size: float, min_score: float, tile: float = 8.0,
-                margin: float = 3.0, on_tile=lambda done, total: None) -> Detection:
-    """Boxes of `scan` (model frame: metres, z up) with objectness x class probability >= min_score. Tiles: cores of
-    `tile` metres with `margin` metres of context (VoteNet's votes and 0.3 m aggregation reach a few metres)."""
+                margin: float = 3.0, on_tile=lambda done, total: None, features: str = "color",
+                color_dropout: float = 0.0) -> Detection:
+    """Boxes of `scan` (model frame: metres, z up) with objectness x class probability >= min_score, for a model reading
+    `features` (a colourless scan: as `ppkt.predict.segment.segment_scan`). Tiles: cores of `tile` metres with
+    `margin` metres of context (VoteNet's votes and 0.3 m aggregation reach a few metres)."""
     from ppkt.detection.boxes import nms_3d
     from ppkt.detection.predict import proposals_to_boxes
-    from ppkt.geometry.voxelize import voxelize
 
-    if scan.color is None:
-        raise UserError(f"{scan.source}: the model reads colour (3 input channels: RGB), and this scan has none; use "
-                        "a scan with colour or a model trained without it")
-    pts = torch.from_numpy(np.ascontiguousarray(scan.coord, dtype=np.float32))
-    vox = voxelize(pts, voxel_size)
-    feats = (vox.mean(torch.from_numpy(np.ascontiguousarray(scan.color, dtype=np.float32))) / 255.0 - 0.5).float()
-    xyz = vox.mean(pts.double()).float()
+    from ppkt.predict.segment import color_for, voxel_inputs
+
+    color = color_for(scan, features, color_dropout)
+    feats, vox = voxel_inputs(scan.coord, color, voxel_size, features)
+    xyz = vox.mean(torch.from_numpy(np.ascontiguousarray(scan.coord, dtype=np.float64))).float()
     core, extra = max(1, int(round(tile / voxel_size))), int(round(margin / voxel_size))
     extent = vox.coords[:, :2].max(0).values - vox.coords[:, :2].min(0).values + 1
     parts = ([(torch.arange(vox.num_voxels), vox.coords.long(), torch.ones(vox.num_voxels, dtype=torch.bool))]

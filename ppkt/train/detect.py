@@ -44,8 +44,10 @@ DETECTION_FORMAT = "ppkt-detection"
 
 def build_detector(cfg: DetectionConfig, num_classes: int, mean_size) -> VoteNet:
     m = cfg.model
-    model = VoteNet(m.arch, num_classes, torch.as_tensor(mean_size), m.channels, 3, m.num_heading_bins, m.num_seeds,
-                    m.num_proposals, m.radius, m.nsample)
+    from ppkt.data.features import in_channels
+
+    model = VoteNet(m.arch, num_classes, torch.as_tensor(mean_size), m.channels, in_channels(cfg.data.features),
+                    m.num_heading_bins, m.num_seeds, m.num_proposals, m.radius, m.nsample)
     return set_bn_momentum(model, m.bn_momentum)
 
 
@@ -74,9 +76,11 @@ def _train(cfg: DetectionConfig, d: Dist, device: torch.device, resume: bool, st
     names = [p.name for p in train_scenes]
     train_set = DetScenes(train_scenes, cfg.data.classes, cfg.data.voxel_size, train=True, augment=cfg.data.augment,
                           max_voxels=cfg.data.max_voxels, seed=cfg.train.seed, rotation=cfg.data.rotation,
-                          scale=cfg.data.scale, flip_y=cfg.data.flip_y)
+                          scale=cfg.data.scale, flip_y=cfg.data.flip_y, features=cfg.data.features,
+                          color_dropout=cfg.data.color_dropout)
     classes = train_set.classes
-    val_set = (DetScenes(list_scenes(cfg.data.root, cfg.data.val_split), classes, cfg.data.voxel_size, train=False)
+    val_set = (DetScenes(list_scenes(cfg.data.root, cfg.data.val_split), classes, cfg.data.voxel_size, train=False,
+                         features=cfg.data.features)
                if cfg.data.val_split else None)
     if state is not None and state["train_scenes"] != names:
         raise CheckpointError(f"{ckpt_path}: trained on other scenes than data.root / label_fraction / seed select now")
@@ -97,7 +101,7 @@ def _train(cfg: DetectionConfig, d: Dist, device: torch.device, resume: bool, st
         start, best = int(state["iteration"]), dict(state["best"])
         say(f"resuming {ckpt_path} at iteration {start}")
     elif cfg.model.pretrained:
-        say(load_backbone(model, cfg.model.pretrained).summary())
+        say(load_backbone(model, cfg.model.pretrained, cfg.data.features, cfg.model.adapt_input).summary())
     else:
         say("training from scratch (no model.pretrained / --pretrained given)")
     if d.main:

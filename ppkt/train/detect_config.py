@@ -22,6 +22,8 @@ class DetectionDataConfig:
     rotation: float = 0.5236  # radians: the rotation about z is uniform in [-rotation, rotation] (30 degrees)
     scale: List[float] = field(default_factory=lambda: [0.85, 1.15])  # uniform isotropic scaling range
     flip_y: bool = True  # also mirror y (x always): off for single views (SUN RGB-D), as VoteNet
+    features: str = "color"  # what the network reads per voxel (ppkt.data.features): color | color+normal | normal | none
+    color_dropout: float = 0.0  # training: the probability that a scene's colour is replaced by a constant
 
 
 @dataclass
@@ -37,6 +39,7 @@ class DetectionModelConfig:
     # batch-norm momentum of every layer, the backbone's too (it pretrains at 0.01, whose running statistics lag ~100
     # iterations behind: far from the weights of a short fine-tuning run; VoteNet starts at 0.5 and decays)
     bn_momentum: float = 0.1
+    adapt_input: bool = False  # a backbone pretrained on other input features: adapt its first layer (see fine-tuning)
 
 
 @dataclass
@@ -66,6 +69,10 @@ def validate_detection(cfg: DetectionConfig) -> DetectionConfig:
     c.need(d.rotation >= 0, "data.rotation", f"must be >= 0 radians, got {d.rotation}")
     c.need(len(d.scale) == 2 and 0 < d.scale[0] <= d.scale[1], "data.scale", f"must be [low, high], 0 < low <= high, got {d.scale}")
     c.need(0 < d.label_fraction <= 1, "data.label_fraction", f"must be in (0, 1], got {d.label_fraction}")
+    from ppkt.data.features import FEATURES
+
+    c.choice(d.features, tuple(FEATURES), "data.features")
+    c.need(0 <= d.color_dropout <= 1, "data.color_dropout", f"must be in [0, 1], got {d.color_dropout}")
     check_student(m.arch, m.channels, c, "model")
     for key in ("num_heading_bins", "num_seeds", "num_proposals", "nsample"):
         c.at_least(getattr(m, key), 1, f"model.{key}")

@@ -316,3 +316,21 @@ def test_predict_boxes_on_a_scan_equal_the_evaluation_path(tmp_path):
         for i in range(len(of_c)):
             for j in range(i + 1, len(of_c)):
                 assert float(np.asarray(iou_3d(of_c[i:i + 1, :7], of_c[j:j + 1, :7])).max()) <= cfg.eval.nms_iou + 1e-6
+
+
+def test_a_geometry_only_detector_trains_and_reads_a_scan_without_colour(tmp_path, capsys):
+    from ppkt.data.ply import write_ply
+
+    data = tiny_det_dataset(tmp_path / "data")
+    out = finetune_detection(tiny_config(data, tmp_path / "run", "train.iterations=2", "data.features=normal"))
+    model, _, cfg, _ = load_detector(out / "checkpoints" / "last.pt")
+    assert cfg.data.features == "normal" and model.backbone.in_channels == 3
+    coord = np.load(data / "scenes" / "scene_0002" / "coord.npy")
+    np.save(tmp_path / "bare.npy", coord)  # points only
+    assert ppkt(["predict", "--checkpoint", str(out / "checkpoints" / "last.pt"), str(tmp_path / "bare.npy"),
+                 "--min-score", "0", "--out", str(tmp_path / "p"), "--quiet", "--no-preview"]) == 0
+    assert np.load(tmp_path / "p" / "bare.boxes.npy").shape[1] == 9
+    colour = finetune_detection(tiny_config(data, tmp_path / "colour", "train.iterations=1", "data.val_split=''"))
+    assert ppkt(["predict", "--checkpoint", str(colour / "checkpoints" / "last.pt"), str(tmp_path / "bare.npy"),
+                 "--out", str(tmp_path / "q"), "--quiet"]) == 2
+    assert "reads colour" in capsys.readouterr().err
