@@ -33,6 +33,7 @@ class Scan:
     normal: Optional[np.ndarray]
     source: str
     kind: str  # "ply", "mesh", "scene folder", "npy", "npz", "frames"
+    up_hint: Optional[np.ndarray] = None  # frames: the mean "up" of the cameras (their -y axis), a unit (3,) vector
 
     def describe(self) -> str:
         have = [k for k in ("color", "normal") if getattr(self, k) is not None]
@@ -115,9 +116,10 @@ def fuse_frames(folder: Path, voxel_size: float, progress: bool = True) -> Scan:
     frames = open_frame_folder(folder)
     if not frames.has_poses:
         raise UserError(f"{folder}: the frames have no poses; fusing them into one scan needs a pose per frame")
-    points, colors = [], []
+    points, colors, ups = [], [], []
     with Progress(len(frames), f"fuse {folder.name}", unit="frame", enabled=progress) as bar:
         for frame in frames:
+            ups.append(-frame.pose[:3, 1])  # a camera's y axis points down in its image: held upright, -y is up
             bp = backproject(torch.from_numpy(frame.depth), torch.from_numpy(frame.intrinsics),
                              torch.from_numpy(frame.color), torch.from_numpy(frame.pose))
             points.append(bp.points.double())
@@ -125,7 +127,10 @@ def fuse_frames(folder: Path, voxel_size: float, progress: bool = True) -> Scan:
             bar.update(1)
     coord, color = torch.cat(points), torch.cat(colors)
     vox = voxelize(coord, voxel_size)
-    return _checked(folder.name, vox.mean(coord).numpy(), vox.mean(color).numpy(), None, str(folder), "frames")
+    scan = _checked(folder.name, vox.mean(coord).numpy(), vox.mean(color).numpy(), None, str(folder), "frames")
+    up = np.mean(ups, axis=0)
+    scan.up_hint = up / max(np.linalg.norm(up), 1e-12)
+    return scan
 
 
 def read_scan(path: str | Path, voxel_size: float, progress: bool = True) -> Scan:
@@ -181,12 +186,21 @@ def to_model_frame(scan: Scan, scale: float = 1.0, up: str = "z", check_up: bool
     R = UP_ROTATIONS[up]
     coord = coord @ R.T
     normal = None if scan.normal is None else scan.normal @ R.T
-    if check_up:
+    if check_up and scan.up_hint is not None:  # frames: the cameras say where up is
+        hint = R @ scan.up_hint
+        if hint[2] < np.cos(np.radians(30)):
+            axis = int(np.argmax(np.abs(scan.up_hint)))
+            name = ("-" if scan.up_hint[axis] < 0 else "") + "xyz"[axis]
+            raise UserError(f"{scan.source}: the cameras were held with their up along {name} of the scan's frame "
+                            f"({np.degrees(np.arccos(np.clip(hint[2], -1, 1))):.0f} degrees from the z axis ppkt models "
+                            f"read as up): pass --up={name}, or --no-up-check to predict as it is")
+    elif check_up:
         scores = up_axis_scores(coord)
         best = int(np.argmax(scores))
         if best != 2 and scores[best] > UP_MARGIN * scores[2]:
             names = "xyz"
             raise UserError(f"{scan.source}: its floor and ceiling lie across the {names[best]} axis ({100 * scores[best]:.0f} % "
                             f"of the points in one 5 cm slab, against {100 * scores[2]:.0f} % across z); ppkt models "
-                            f"read z up: pass --up {names[best]} (or -{names[best]}), or --no-up-check to predict as it is")
-    return Scan(scan.name, coord.astype(np.float32), scan.color, normal, scan.source, scan.kind)
+                            f"read z up: pass --up={names[best]} (or --up=-{names[best]}), or --no-up-check to predict as it is")
+    return Scan(scan.name, coord.astype(np.float32), scan.color, normal, scan.source, scan.kind,
+                None if scan.up_hint is None else R @ scan.up_hint)

@@ -97,7 +97,7 @@ def test_units_and_up_axis_are_refused_with_the_fix(trained, tmp_path, capsys):
     assert main([*args, str(tmp_path / "a"), str(tmp_path / "mm.npy")]) == 2
     assert "--scale 0.001" in capsys.readouterr().err
     assert main([*args, str(tmp_path / "b"), str(tmp_path / "yup.npy")]) == 2
-    assert "--up y" in capsys.readouterr().err
+    assert "--up=y" in capsys.readouterr().err
     assert main([*args, str(tmp_path / "c"), str(tmp_path / "mm.npy"), "--scale", "0.001"]) == 0
     assert main([*args, str(tmp_path / "c"), str(tmp_path / "yup.npy"), "--up", "y"]) == 0
     same = np.load(tmp_path / "c" / "mm.labels.npy")
@@ -191,3 +191,27 @@ def test_a_colour_dropout_model_reads_a_scan_without_colour(trained, tmp_path, c
     white.color = np.full_like(white.coord, 255.0 * (NO_COLOR + 0.5))
     expected = segment_scan(model, white, 0.05).labels
     assert np.array_equal(np.load(tmp_path / "out" / "grey.labels.npy"), expected)
+
+
+def test_frames_know_their_up_axis_from_their_cameras(trained, tmp_path, capsys):
+    """The world's cameras are upright in its z-up frame; the same frames with every pose turned so that the world's z
+    becomes -y (as a capture whose first camera defines the frame) are refused, naming --up=-y, and read with it."""
+    import shutil
+
+    from ppkt.predict.scan import to_model_frame
+
+    world, ckpt, scene = trained
+    frames = tmp_path / "frames"
+    shutil.copytree(world / "frames" / scene.name, frames)
+    upright = read_scan(frames, 0.05, progress=False)
+    assert upright.up_hint[2] > 0.9
+    turn = np.array([[1.0, 0, 0, 0], [0, 0, -1, 0], [0, 1, 0, 0], [0, 0, 0, 1]])  # z -> -y
+    for pose_file in (frames / "pose").glob("*.txt"):
+        np.savetxt(pose_file, turn @ np.loadtxt(pose_file))
+    assert main(["predict", "--checkpoint", str(ckpt), str(frames), "--out", str(tmp_path / "o"), "--quiet"]) == 2
+    assert "--up=-y" in capsys.readouterr().err
+    turned = to_model_frame(read_scan(frames, 0.05, progress=False), up="-y")
+    # the same room again (a point may change voxel by rounding): heights and size as before
+    assert abs(len(turned.coord) - len(upright.coord)) < 0.01 * len(upright.coord)
+    q = [5, 50, 95]
+    assert np.allclose(np.percentile(turned.coord[:, 2], q), np.percentile(upright.coord[:, 2], q), atol=0.01)
