@@ -254,6 +254,53 @@ def upgrade_digests(results: Results) -> int:
     return changed
 
 
+OVERFIT = {"map25": 0.90, "map50": 0.70}  # what the detector must reach on the scenes it trains on
+
+
+def stage_overfit(plan: Plan, protocol: Protocol, results: Results, world: Path) -> dict:
+    """The detector's overfit check (record "overfit"): the first `overfit_scenes` training scenes are both its
+    training and its validation split, no augmentation, whole scenes, from scratch; mAP every overfit_eval_every
+    iterations. Returns the record: "curve" [(iteration, mAP@0.25, mAP@0.5)], "passed", "first" (the first iteration
+    at OVERFIT, or None) and the final per-class AP@0.25."""
+    import shutil
+
+    from ppkt.benchmark.detection import detection_config
+    from ppkt.train.detect import finetune_detection
+
+    data = plan.out / "overfit" / "data"
+    names = (world / "splits" / "train.txt").read_text().split()[:protocol.overfit_scenes]
+    cell = Cell("overfit", "overfit check", ("data.augment=false", "data.max_voxels=null",
+                                             f"train.eval_every={protocol.overfit_eval_every}"), 1.0)
+    cfg = detection_config(at_budget(plan, protocol.overfit_iterations), data, cell, 0, None, "scratch")
+    cfg.train.out_dir = str(plan.out / "overfit" / "run")
+    settings = {"config": json.loads(json.dumps(cfg, default=lambda o: o.__dict__)), "scenes": names,
+                "thresholds": OVERFIT}
+
+    def work() -> dict:
+        t = time.perf_counter()
+        if data.exists():
+            shutil.rmtree(data)
+        (data / "splits").mkdir(parents=True)
+        for name in names:
+            shutil.copytree(world / "scenes" / name, data / "scenes" / name)
+        for split in ("train", "val"):
+            (data / "splits" / f"{split}.txt").write_text("".join(n + "\n" for n in names))
+        run_dir = finetune_detection(cfg, overwrite=True)
+        rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+        curve = [(r["iteration"], r["val_map25"], r["val_map50"]) for r in rows if "val_map25" in r]
+        first = next((i for i, a, b in curve if a >= OVERFIT["map25"] and b >= OVERFIT["map50"]), None)
+        final = json.loads((run_dir / "eval" / "metrics.json").read_text())
+        per_class = {k: v.get("AP@0.25") for k, v in final.get("per_class", {}).items()}
+        return {"curve": curve, "first": first, "passed": first is not None, "per_class_ap25": per_class,
+                **provenance(time.perf_counter() - t)}
+
+    record = results.run("overfit", settings, work, stage="overfit")
+    last = record["curve"][-1] if record["curve"] else (0, 0.0, 0.0)
+    print(f"overfit check: {'passed at iteration ' + str(record['first']) if record['passed'] else 'NOT passed'} "
+          f"(last: iteration {last[0]}, mAP@0.25 {100 * last[1]:.1f}, mAP@0.5 {100 * last[2]:.1f})", flush=True)
+    return record
+
+
 def run(protocol: Protocol, protocol_file: Path, out: Path, until: str = "curves") -> Results:
     """The stages up to `until` ("curves": tuning on val; "confirm": the confirmatory run, then the floors)."""
     out.mkdir(parents=True, exist_ok=True)
@@ -261,6 +308,9 @@ def run(protocol: Protocol, protocol_file: Path, out: Path, until: str = "curves
     upgrade_digests(results)
     plan = plan_of(protocol, out)
     world, test_world = stage_worlds(plan, protocol, results)
+    if protocol.task == "detection" and not stage_overfit(plan, protocol, results, world)["passed"]:
+        raise SystemExit("the detector does not fit the scenes it trains on (the overfit check above); find out why "
+                         "before comparing detectors (docs/detection.md)")
     backbones = stage_pretrains(plan, protocol, results, world)
     stage_curves(plan, protocol, results, world, backbones)
     if until == "confirm":

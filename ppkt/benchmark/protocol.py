@@ -55,6 +55,12 @@ class Protocol:
     jobs: int = 2  # fine-tuning runs at once
     threads: int = 2  # CPU threads in all
     cells: List[CellProtocol] = field(default_factory=list)
+    # detection: before any comparison the detector must fit `overfit_scenes` training scenes, trained and scored on
+    # them without augmentation: mAP@0.25 >= 0.90 and mAP@0.5 >= 0.70 within overfit_iterations (checked every
+    # overfit_eval_every)
+    overfit_scenes: int = 4
+    overfit_iterations: int = 1500
+    overfit_eval_every: int = 250
 
 
 def load_protocol(path: str | Path) -> Protocol:

@@ -9,6 +9,7 @@ import pytest
 from ppkt.benchmark.confirm import TEST_WORLD, rerun, run, summary
 from ppkt.benchmark.confirm_report import write_confirm_page, write_tuning_page
 from ppkt.benchmark.protocol import load_protocol
+from ppkt.benchmark.results import Results
 from ppkt.errors import UserError
 
 pytestmark = pytest.mark.usefixtures("keep_torch_threads")
@@ -135,18 +136,32 @@ max_voxels: 2000
 curve_seeds: 1
 pilot_pairs: 1
 jobs: 1
+overfit_scenes: 2
+overfit_iterations: 4
+overfit_eval_every: 2
 cells:
   - {{key: full, curve: [2], budget: 2, pairs: 2}}
 """
 
 
-def test_detection_protocol_scores_both_maps_on_the_test_world(tmp_path):
+def test_detection_protocol_scores_both_maps_on_the_test_world(tmp_path, monkeypatch):
     git(tmp_path, "init", "-q")
     path = tmp_path / "detection.yaml"
     path.write_text(DETECTION.format(status="fixed"))
     git(tmp_path, "add", "detection.yaml")
     git(tmp_path, "commit", "-q", "-m", "protocol")
+    import ppkt.benchmark.confirm as confirm_module
+
+    # the tiny detector cannot reach the real thresholds in 4 iterations: the run stops before any comparison ...
+    with pytest.raises(SystemExit, match="does not fit the scenes it trains on"):
+        run(load_protocol(path), path, tmp_path / "bench", until="confirm")
+    overfit = Results(tmp_path / "bench" / "results.json").records["overfit"]
+    assert overfit["passed"] is False and [i for i, _, _ in overfit["curve"]] == [2, 4]
+    assert overfit["settings"]["config"]["data"]["augment"] is False and len(overfit["settings"]["scenes"]) == 2
+    # ... and passes on a bar it can reach, then the comparison runs
+    monkeypatch.setattr(confirm_module, "OVERFIT", {"map25": 0.0, "map50": 0.0})
     results = run(load_protocol(path), path, tmp_path / "bench", until="confirm")
+    assert results.records["overfit"]["first"] == 2
     confirm = results.select(stage="confirm")
     assert len(confirm) == 4 and all(0 <= r["test_map50"] <= 1 and 0 <= r["test_map25"] <= 1 for r in confirm)
     assert {r["settings"]["config"]["data"]["label_fraction"] for r in confirm} == {1.0}
