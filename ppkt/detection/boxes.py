@@ -97,10 +97,3 @@ def nms_3d(boxes: np.ndarray, scores: np.ndarray, threshold: float = 0.25, axis_
             order = [k for k, v in zip(order, iou) if v <= threshold]
     return np.asarray(keep, dtype=np.int64)
 
-
-def points_in_box(points: np.ndarray, box: np.ndarray) -> np.ndarray:
-    """(N,) bool: which points (N, 3) lie inside the oriented box (its own frame: |x| <= dx/2, ...)."""
-    d = np.asarray(points, dtype=np.float64) - box[:3]
-    c, s = np.cos(box[6]), np.sin(box[6])
-    local = np.stack([c * d[:, 0] + s * d[:, 1], -s * d[:, 0] + c * d[:, 1], d[:, 2]], 1)
-    return (np.abs(local) <= np.asarray(box[3:6]) / 2 + 1e-9).all(1)

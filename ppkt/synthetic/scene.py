@@ -44,8 +44,7 @@ def rotz(heading: float | np.ndarray) -> np.ndarray:
 
 
 # ----------------------------------------------------------------------------------------- materials
-PATTERNS = ("plain", "stripes", "checker", "wood", "noise")
-PLAIN, STRIPES, CHECKER, WOOD, NOISE = range(5)
+PLAIN, STRIPES, CHECKER, WOOD, NOISE = range(5)  # surface patterns
 
 
 @dataclass(frozen=True)

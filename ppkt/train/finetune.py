@@ -217,7 +217,8 @@ def _finetune(cfg: FinetuneConfig, d: Dist, device: torch.device, resume: bool, 
                           "train_voxel_acc": acc, "voxels_per_s": voxels_since / max(now - t_last, 1e-9), **timer.report()}
                 t_last, voxels_since = now, 0
                 log.log(done, values)
-                progress.report(done, loss=values["loss"], lr=values["lr"])
+                # a linear probe trains its head only: its line shows the head's rate (the frozen backbone's is 0)
+                progress.report(done, loss=values["loss"], lr=values["head_lr"] if cfg.model.freeze_backbone else values["lr"])
             if val_set is not None and cfg.train.eval_every and done % cfg.train.eval_every == 0 and done < cfg.train.iterations:
                 if d.main:
                     s = evaluate_model(model, val_set, classes.names, device, workers=cfg.train.workers,

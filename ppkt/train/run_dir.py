@@ -27,7 +27,7 @@ FINETUNE_SAFE_KEYS = ("train.log_every", "train.checkpoint_every", "train.eval_e
 
 # what ppkt pretrain / finetune write into train.out_dir (all that --overwrite deletes; nothing else is touched)
 RUN_FILES = ("checkpoints", "tensorboard", "eval", "metrics.jsonl", "config.yaml", "backbone.pth", "loss_curve.png",
-             "train_scenes.txt", "settings.json")
+             "train_scenes.txt")
 
 
 def start_run(out: Path, checkpoint: Path, resume: bool, overwrite: bool, command: str) -> None:
@@ -85,9 +85,6 @@ def check_resume(saved: Mapping[str, Any], cfg: Any, safe: Iterable[str], checkp
 
 
 # ------------------------------------------------------------------------------------------------ reuse
-SETTINGS_FILE = "settings.json"
-
-
 def file_digest(path: Path) -> str:
     """sha256 of a file's bytes (what a run started from, e.g. a pretrained backbone)."""
     digest = hashlib.sha256()
@@ -127,18 +124,3 @@ def run_settings(cfg: Any, inputs: Mapping[str, Path] = {}) -> Dict[str, Any]:
     return json.loads(json.dumps({"config": config_to_dict(cfg),
                                   "inputs": {name: weights_digest(Path(p)) for name, p in sorted(inputs.items())}}))
 
-
-def finished_with(run: Path, settings: Mapping[str, Any], result: Path) -> bool:
-    """True when `result` exists and the run that wrote it was made with exactly these settings."""
-    path = run / SETTINGS_FILE
-    if not (result.is_file() and path.is_file()):
-        return False
-    try:
-        return json.loads(path.read_text()) == settings
-    except json.JSONDecodeError:
-        return False
-
-
-def mark_finished(run: Path, settings: Mapping[str, Any]) -> None:
-    """Record the settings of a finished run (written last, atomically)."""
-    write_json(run / SETTINGS_FILE, settings)

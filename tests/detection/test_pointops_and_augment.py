@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from ppkt.detection.augment import flip_x, flip_y, random_augment, rotate_z, scale
-from ppkt.detection.boxes import points_in_box
+from boxes_reference import points_in_box
 from ppkt.detection import pointops
 from ppkt.detection.pointops import ball_query, farthest_point_sample, group
 

@@ -10,7 +10,8 @@ import torch
 
 from ppkt.cli import main as ppkt
 from ppkt.config import ConfigError, load_config
-from ppkt.detection.boxes import nms_3d, points_in_box
+from boxes_reference import points_in_box
+from ppkt.detection.boxes import nms_3d
 from ppkt.detection.classes import get_detection_classes
 from ppkt.detection.coder import angle_to_bin, bin_to_angle, mean_sizes
 from ppkt.detection.dataset import DetScenes, collate_detection

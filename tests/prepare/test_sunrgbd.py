@@ -8,7 +8,7 @@ from scipy.io import savemat
 
 from ppkt.cli import main as cli_main
 from ppkt.data.scenes import SceneError, list_scenes
-from ppkt.detection.boxes import points_in_box
+from boxes_reference import points_in_box
 from ppkt.prepare.sunrgbd import SUNRGBD_CLASSES, convert_sample, find_samples, read_labels
 
 ANGLE = np.deg2rad(30.0)

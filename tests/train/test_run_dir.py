@@ -1,11 +1,11 @@
 """Run folders: a new run never replaces an old one, resume diffs, and reuse of finished runs by their settings."""
+import hashlib
 from pathlib import Path
 
 import pytest
 
 from ppkt.config import ConfigError, PretrainConfig, config_to_dict, load_config
-from ppkt.train.run_dir import (PRETRAIN_SAFE_KEYS, check_resume, config_changes, finished_with, mark_finished,
-                                run_settings, start_run)
+from ppkt.train.run_dir import PRETRAIN_SAFE_KEYS, check_resume, config_changes, run_settings, start_run
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -46,18 +46,12 @@ def test_start_run_refuses_an_existing_run_and_overwrite_deletes_only_the_runs_f
     assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]
 
 
-def test_a_finished_run_is_reused_only_with_the_same_settings_and_inputs(tmp_path):
-    backbone = tmp_path / "backbone.pth"
+def test_run_settings_change_with_the_config_and_the_inputs_content(tmp_path):
+    backbone = tmp_path / "backbone.bin"
     backbone.write_bytes(b"weights v1")
-    run, result = tmp_path / "run", tmp_path / "run" / "metrics.json"
     settings = run_settings(demo("train.iterations=50"), {"backbone": backbone})
-    assert not finished_with(run, settings, result)  # never ran
-    result.parent.mkdir()
-    result.write_text("{}")
-    mark_finished(run, settings)
-    assert finished_with(run, run_settings(demo("train.iterations=50"), {"backbone": backbone}), result)
-    assert not finished_with(run, run_settings(demo("train.iterations=60"), {"backbone": backbone}), result)
+    assert run_settings(demo("train.iterations=50"), {"backbone": backbone}) == settings
+    assert run_settings(demo("train.iterations=60"), {"backbone": backbone}) != settings
+    assert settings["inputs"]["backbone"] == hashlib.sha256(b"weights v1").hexdigest()  # not a weights file: its bytes
     backbone.write_bytes(b"weights v2")  # same path, other content
-    assert not finished_with(run, run_settings(demo("train.iterations=50"), {"backbone": backbone}), result)
-    result.unlink()
-    assert not finished_with(run, settings, result)
+    assert run_settings(demo("train.iterations=50"), {"backbone": backbone}) != settings
