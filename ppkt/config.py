@@ -13,11 +13,7 @@ from typing import Any, List, Optional, Sequence
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from ppkt.errors import UserError
-
-
-class ConfigError(UserError):
-    """A config file or override is invalid; the message names the file or key."""
+from ppkt.errors import ConfigError, UserError  # noqa: F401  (ConfigError: raised here, imported from here by many)
 
 
 @dataclass
@@ -144,7 +140,7 @@ class Checks:
 
     def device(self, value: str, key: str) -> None:
         """The device exists here (asks torch only when the value names CUDA)."""
-        from ppkt.train.distributed import device_problem
+        from ppkt.device import device_problem
 
         problem = device_problem(value)
         self.need(problem is None, key, str(problem))

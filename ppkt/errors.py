@@ -13,6 +13,10 @@ class UserError(ValueError):
     """Bad input or settings; the message names the file or key and the problem."""
 
 
+class ConfigError(UserError):
+    """A config file, override or setting is invalid; the message names the file or key."""
+
+
 class Interrupted(Exception):
     """A run stopped by a signal after saving what could be saved; exit status 128 + signal number."""
 

@@ -103,7 +103,7 @@ def run_detection_scored(cfg, test_world: Optional[str] = None) -> dict:
     """Fine-tune a detector from nothing (`detection.run_detection`: val "map25", "map50") and, with `test_world`,
     score the final model on its "test" split ("test_map25", "test_map50")."""
     from ppkt.benchmark.detection import run_detection
-    from ppkt.detection.evaluate import evaluate_detection_checkpoint
+    from ppkt.train.detect import evaluate_detection_checkpoint
 
     t = time.perf_counter()
     scores = run_detection(cfg)

@@ -16,7 +16,7 @@ def _cache_teacher(args: argparse.Namespace) -> int:
     from ppkt.data.teacher_cache import needs_flips, write_teacher_cache
     from ppkt.models.teacher import build_teacher
     from ppkt.progress import Progress
-    from ppkt.train.distributed import pick_device
+    from ppkt.device import pick_device
 
     cfg = load_config(args.config, args.overrides, PretrainConfig)
     out = args.out or cfg.teacher.cache

@@ -27,7 +27,8 @@ def _finetune(args: argparse.Namespace) -> int:
 
 
 def _evaluate_detection(args: argparse.Namespace) -> int:
-    from ppkt.detection.evaluate import evaluate_detection_checkpoint, format_ap_table, score_prediction_dir
+    from ppkt.detection.evaluate import format_ap_table, score_prediction_dir
+    from ppkt.train.detect import evaluate_detection_checkpoint
 
     if (args.checkpoint is None) == (args.predictions is None):
         raise UserError("ppkt evaluate --task detection: give --checkpoint CKPT or --predictions DIR (one of them)")

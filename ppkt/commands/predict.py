@@ -45,7 +45,7 @@ def load_model(path: str):
     import torch
 
     from ppkt.checkpoint import CheckpointError, load_problem
-    from ppkt.train.evaluate import class_colors
+    from ppkt.colors import class_colors
 
     try:
         fmt = torch.load(path, map_location="cpu", weights_only=True).get("format")
@@ -83,7 +83,7 @@ def _predict(args: argparse.Namespace) -> int:
     from ppkt.predict.segment import missing_color_note
     from ppkt.progress import Progress
     from ppkt.provenance import stamp
-    from ppkt.train.distributed import flush_denormals
+    from ppkt.device import flush_denormals
 
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -23,6 +23,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
+from torch import Tensor
 from PIL import Image
 
 from ppkt.atomic import is_partial
@@ -135,6 +137,11 @@ class RGBDFrame:
             self.pose = check_pose(self.pose, src)
         return self
 
+
+
+def frame_rgb(frame: RGBDFrame) -> Tensor:
+    """(3, H, W) float RGB in [0, 1] of a frame: what the 2D augmentation starts from."""
+    return torch.from_numpy(frame.color).permute(2, 0, 1).float() / 255.0
 
 # ---------------------------------------------------------------------------------------- readers
 def _open_image(path: Path) -> Image.Image:

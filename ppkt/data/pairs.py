@@ -20,7 +20,7 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from ppkt.config import AugmentConfig, ConfigError, DataConfig
-from ppkt.data.frames import FrameError, RGBDFrame, find_frame_folders, open_frame_folder
+from ppkt.data.frames import FrameError, RGBDFrame, find_frame_folders, frame_rgb, open_frame_folder
 from ppkt.geometry.augment import UP_AXIS, ImageTransform, PointTransform, random_image_transform, random_point_transform
 from ppkt.geometry.backproject import backproject
 from ppkt.geometry.voxelize import voxelize
@@ -42,11 +42,6 @@ class PairSample:
     replaced: List[Tuple[str, str]] = field(default_factory=list)  # (frame, reason) of unusable frames passed over
     teacher_features: Optional[Tensor] = None  # (C, h, w) float16 cached teacher features of `image`, or None
     points: Optional[Tensor] = None  # (M, 3) metres: each voxel's paired point before the 3D augmentation (data.frame)
-
-
-def frame_rgb(frame: RGBDFrame) -> Tensor:
-    """(3, H, W) float RGB in [0, 1] of a frame: what the 2D augmentation starts from."""
-    return torch.from_numpy(frame.color).permute(2, 0, 1).float() / 255.0
 
 
 def make_sample(frame: RGBDFrame, data: DataConfig, aug: AugmentConfig, generator: torch.Generator) -> PairSample:

@@ -43,8 +43,7 @@ from torch import Tensor
 
 from ppkt.atomic import PARTIAL, write_json
 from ppkt.config import AugmentConfig, Checks, DataConfig, TeacherConfig, check_teacher_cache
-from ppkt.data.frames import FrameError, FrameFolder
-from ppkt.data.pairs import frame_rgb
+from ppkt.data.frames import FrameError, FrameFolder, frame_rgb
 from ppkt.errors import UserError
 from ppkt.geometry.augment import ImageTransform
 

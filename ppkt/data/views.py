@@ -20,7 +20,7 @@ from ppkt.config import AugmentConfig, DataConfig
 from ppkt.data.frames import FrameError, FrameFolder, find_frame_folders, open_frame_folder
 from ppkt.data.overlap import FramePair, read_pairs
 from ppkt.data.pairs import PairSample, make_sample
-from ppkt.losses.pointcontrast import match_points
+from ppkt.geometry.match import match_points
 
 VIEW_B_SEED = 7919  # view b is drawn with seed * VIEW_B_SEED + 1: independent of view a's draw
 

@@ -44,22 +44,22 @@ class DetectionClasses:
         return out
 
 
-def _from_prepare() -> Dict[str, DetectionClasses]:
-    from ppkt.prepare.scannet_scenes import DETECTION_CLASSES
-    from ppkt.prepare.sunrgbd import SUNRGBD_CLASSES
-    from ppkt.synthetic.scene import CLASS_NAMES, STRUCTURE_CLASSES
+def _builtin() -> Dict[str, DetectionClasses]:
+    from ppkt.data.class_lists import (SCANNET_DETECTION_CLASSES, SUNRGBD_CLASSES, SYNTHETIC_CLASSES,
+                                       SYNTHETIC_STRUCTURE)
 
-    objects = [i for i in range(len(CLASS_NAMES)) if i not in STRUCTURE_CLASSES]
-    return {"scannet18": DetectionClasses("scannet18", DETECTION_CLASSES, tuple(range(len(DETECTION_CLASSES)))),
+    objects = [i for i in range(len(SYNTHETIC_CLASSES)) if i not in SYNTHETIC_STRUCTURE]
+    scannet = SCANNET_DETECTION_CLASSES
+    return {"scannet18": DetectionClasses("scannet18", scannet, tuple(range(len(scannet)))),
             "sunrgbd10": DetectionClasses("sunrgbd10", SUNRGBD_CLASSES, tuple(range(len(SUNRGBD_CLASSES)))),
-            "synthetic": DetectionClasses("synthetic", tuple(CLASS_NAMES[i] for i in objects), tuple(objects))}
+            "synthetic": DetectionClasses("synthetic", tuple(SYNTHETIC_CLASSES[i] for i in objects), tuple(objects))}
 
 
 def get_detection_classes(name_or_path: Union[str, Path, DetectionClasses]) -> DetectionClasses:
     """A built-in list by name or a detection_classes.json (file or folder); UserError naming what is wrong."""
     if isinstance(name_or_path, DetectionClasses):
         return name_or_path
-    builtin = _from_prepare()
+    builtin = _builtin()
     if str(name_or_path).lower() in builtin:
         return builtin[str(name_or_path).lower()]
     path = Path(name_or_path)

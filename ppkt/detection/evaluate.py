@@ -102,7 +102,7 @@ def evaluate_detector(model, dataset: DetScenes, device: torch.device, e, out_di
                       ply: bool = True, progress: bool = True) -> Dict[str, Any]:
     """Predict every scene of `dataset` with eval settings `e` (DetectionEvalConfig) and score them against the
     dataset's boxes; with out_dir, also write predictions/<scene>.npy, metrics.json and (ply) the box PLYs."""
-    from ppkt.train.evaluate import class_colors
+    from ppkt.colors import class_colors
 
     preds = predict_dataset(model, dataset, device, e.min_score, e.nms_iou, e.axis_aligned, e.per_class, progress)
     if out_dir is not None:
@@ -160,26 +160,6 @@ def score_prediction_dir(predictions: str | Path, root: str | Path, split: str, 
     result = score(preds, truths, table.names, Path(out), split, axis_aligned)
     result.update(predictions=str(predictions), scenes_with_predictions=len(preds), out_dir=str(out))
     write_json(Path(out) / "metrics.json", result)
-    return result
-
-
-def evaluate_detection_checkpoint(checkpoint: str | Path, data: Optional[str | Path] = None, split: str = "val",
-                                  out: Optional[str | Path] = None, device: str = "auto", ply: bool = True) -> Dict[str, Any]:
-    """Run a `ppkt finetune --task detection` checkpoint on `split` of `data` (default: its training root)."""
-    from ppkt.data.scenes import list_scenes
-    from ppkt.train.detect import load_detector
-    from ppkt.train.distributed import flush_denormals, pick_device
-    from ppkt.train.evaluate import default_eval_dir
-
-    dev = pick_device(device, what="--device")
-    model, classes, cfg, state = load_detector(checkpoint, dev)
-    dataset = DetScenes(list_scenes(data if data is not None else cfg.data.root, split), classes, cfg.data.voxel_size,
-                        train=False, features=cfg.data.features)
-    out = Path(out) if out is not None else default_eval_dir(checkpoint, split)
-    with flush_denormals(dev):
-        result = evaluate_detector(model, dataset, dev, cfg.eval, out, split, ply)
-    result.update(checkpoint=str(checkpoint), iteration=int(state["iteration"]), out_dir=str(out))
-    write_json(out / "metrics.json", result)
     return result
 
 

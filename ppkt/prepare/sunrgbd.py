@@ -20,12 +20,12 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from ppkt.data.class_lists import SUNRGBD_CLASSES
 from ppkt.atomic import write_json
 from ppkt.data.scenes import SceneError
 from ppkt.prepare.folders import build_folder
 
 #: the 10 SUN RGB-D detection classes of VoteNet's benchmark; the class value stored is the index
-SUNRGBD_CLASSES = ("bed", "table", "sofa", "chair", "toilet", "desk", "dresser", "night_stand", "bookshelf", "bathtub")
 SPLITS = ("train", "val")
 _CLASS_IDS = {name: i for i, name in enumerate(SUNRGBD_CLASSES)}
 

@@ -12,20 +12,21 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
+from ppkt.data.class_lists import SYNTHETIC_CLASSES, SYNTHETIC_STRUCTURE
+
 __all__ = ["CLASS_NAMES", "CLASS_COLORS", "NUM_CLASSES", "IGNORE_LABEL", "IGNORE_INDEX", "STRUCTURE_CLASSES",
            "LIGHT_DIR", "class_table", "Material", "Scene", "SceneBuilder", "generate_scene", "albedo",
            "shading", "surface_color", "rotz"]
 
 # ------------------------------------------------------------------------------------------- classes
-CLASS_NAMES = ("floor", "wall", "ceiling", "table", "chair", "bed", "sofa", "cabinet", "shelf", "monitor",
-               "box", "lamp")
+CLASS_NAMES = SYNTHETIC_CLASSES
 NUM_CLASSES = len(CLASS_NAMES)
 CLASS_COLORS = np.array([[152, 223, 138], [174, 199, 232], [220, 220, 200], [255, 152, 150], [188, 189, 34],
                          [255, 187, 120], [140, 86, 75], [31, 119, 180], [148, 103, 189], [227, 119, 194],
                          [214, 39, 40], [23, 190, 207]], dtype=np.uint8)  # (C, 3) display colours
 IGNORE_LABEL = 255   # 2D label images: pixel without a hit
 IGNORE_INDEX = -1    # 3D segment / instance arrays: no class / no object
-STRUCTURE_CLASSES = (0, 1, 2)  # floor, wall, ceiling: no object index, no 3D box
+STRUCTURE_CLASSES = SYNTHETIC_STRUCTURE  # floor, wall, ceiling: no object index, no 3D box
 _CID = {n: i for i, n in enumerate(CLASS_NAMES)}
 
 

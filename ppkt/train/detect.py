@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Dict, Optional
+from typing import Any, Dict, Optional
 
 import torch
 from torch.nn.parallel import DistributedDataParallel
@@ -202,3 +202,25 @@ def load_detector(path: str | Path, device="cpu"):
     model = build_detector(cfg, classes.num_classes, state["model"]["mean_size"])
     load_state_strict(model, state["model"], path, "model")
     return model.to(device).eval(), classes, cfg, state
+
+
+def evaluate_detection_checkpoint(checkpoint: str | Path, data: Optional[str | Path] = None, split: str = "val",
+                                  out: Optional[str | Path] = None, device: str = "auto", ply: bool = True) -> Dict[str, Any]:
+    """Run a `ppkt finetune --task detection` checkpoint on `split` of `data` (default: its training root)."""
+    from ppkt.data.scenes import list_scenes
+    from ppkt.detection.dataset import DetScenes
+    from ppkt.detection.evaluate import evaluate_detector
+    from ppkt.atomic import write_json
+    from ppkt.device import flush_denormals, pick_device
+    from ppkt.train.evaluate import default_eval_dir
+
+    dev = pick_device(device, what="--device")
+    model, classes, cfg, state = load_detector(checkpoint, dev)
+    dataset = DetScenes(list_scenes(data if data is not None else cfg.data.root, split), classes, cfg.data.voxel_size,
+                        train=False, features=cfg.data.features)
+    out = Path(out) if out is not None else default_eval_dir(checkpoint, split)
+    with flush_denormals(dev):
+        result = evaluate_detector(model, dataset, dev, cfg.eval, out, split, ply)
+    result.update(checkpoint=str(checkpoint), iteration=int(state["iteration"]), out_dir=str(out))
+    write_json(out / "metrics.json", result)
+    return result

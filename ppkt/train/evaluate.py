@@ -8,7 +8,6 @@ and both class ids as int properties ``pred`` and ``label``; -1 = unlabelled).
 """
 from __future__ import annotations
 
-import json
 import warnings
 from pathlib import Path
 from typing import Any, Dict, Optional, Sequence
@@ -19,9 +18,10 @@ from torch import Tensor
 from torch.utils.data import DataLoader
 
 from ppkt.atomic import atomic_path, write_json
+from ppkt.colors import class_colors
 from ppkt.data.ply import write_ply
+from ppkt.device import flush_denormals, pick_device
 from ppkt.progress import Progress
-from ppkt.train.distributed import flush_denormals, pick_device
 from ppkt.train.metrics import confusion_matrix, segmentation_metrics
 
 FINETUNE_FORMAT = "ppkt-finetune"
@@ -38,26 +38,6 @@ def back_assign(voxel_pred: Tensor, point_to_voxel: Tensor) -> Tensor:
 
 
 # ------------------------------------------------------------------------------------------------ files
-def class_colors(num_classes: int, classes_json: str | Path | None = None) -> np.ndarray:
-    """(C, 3) uint8 display colours: the "colors" of a classes.json (file or folder) when it has C of them, else
-    matplotlib tab20 for up to 20 classes and evenly spaced hues beyond."""
-    path = Path(classes_json) if classes_json else None
-    if path is not None and path.is_dir():
-        path = path / "classes.json"
-    if path is not None and path.suffix == ".json" and path.is_file():
-        try:
-            colors = np.asarray(json.loads(path.read_text()).get("colors"), dtype=np.int64)
-            if colors.shape == (num_classes, 3):
-                return np.clip(colors, 0, 255).astype(np.uint8)
-        except (ValueError, TypeError, AttributeError):
-            pass  # no usable colours: fall back to the palette
-    import matplotlib
-
-    cmap = matplotlib.colormaps["tab20" if num_classes <= 20 else "hsv"]
-    pos = np.arange(num_classes) / (20 if num_classes <= 20 else num_classes)
-    return (np.asarray(cmap(pos))[:, :3] * 255).round().astype(np.uint8)
-
-
 def save_confusion_png(conf: Tensor | np.ndarray, names: Sequence[str], path: str | Path, title: str = "") -> Path:
     """Row-normalised confusion matrix (share of each true class predicted as each class), class names on the axes."""
     import matplotlib

@@ -32,7 +32,7 @@ from ppkt.provenance import stamp
 # Defaults of `train_teacher2d` (see its docstring for why); DEFAULT_IMAGE_SIZE / DEFAULT_SCALE_RANGE are SegFrames'.
 from ppkt.teacher2d_defaults import (DEFAULT_BATCH_SIZE, DEFAULT_IMAGE_SIZE, DEFAULT_ITERATIONS, DEFAULT_LR,
                                      DEFAULT_SCALE_RANGE)
-from ppkt.train.distributed import pick_device
+from ppkt.device import pick_device
 from ppkt.train.logging import plot_loss_curve
 from ppkt.train.metrics import confusion_matrix, segmentation_metrics
 from ppkt.train.sampler import IterationBatchSampler, one_thread_worker

@@ -9,7 +9,8 @@ from ppkt.losses.crd import CRDLoss
 from ppkt.losses.global_kd import GlobalClassifier, global_kd_loss, pool_per_sample
 from ppkt.losses.gupta import GuptaMap, gupta_loss
 from ppkt.losses.ppkd import ppkd_loss
-from ppkt.losses.pointcontrast import match_points, pointinfonce_loss, sample_matches
+from ppkt.geometry.match import match_points
+from ppkt.losses.pointcontrast import pointinfonce_loss, sample_matches
 
 
 def softmax(row, t):

@@ -2,7 +2,7 @@
 import numpy as np
 import torch
 
-from ppkt.train.distributed import flush_denormals
+from ppkt.device import flush_denormals
 
 
 def test_denormals_are_flushed_inside_the_block_only():

@@ -7,7 +7,7 @@ import torch
 
 from ppkt.config import ConfigError
 from ppkt.train import distributed
-from ppkt.train.distributed import device_problem, pick_device
+from ppkt.device import device_problem, pick_device
 
 NO_CUDA = not torch.cuda.is_available()
 
