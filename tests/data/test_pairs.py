@@ -85,6 +85,29 @@ def test_elastic_distortion_is_smooth_and_bounded(frame):
     assert (near - disp).abs().max() < 0.05  # 1 cm apart -> nearly the same displacement
 
 
+def test_elastic_field_follows_its_formula():
+    """At grid node (i, j, k) a point moves by magnitude x noise[:, i, j, k]; halfway between two nodes along an axis
+    by the mean of theirs (trilinear); and the displacement changes by at most magnitude x the largest noise step
+    between neighbouring nodes per granularity of distance, per axis (its Lipschitz bound)."""
+    from ppkt.geometry.augment import ElasticField
+
+    g, m = 0.2, 0.4
+    noise = torch.randn(3, 5, 4, 6, generator=torch.Generator().manual_seed(0))
+    field = ElasticField(noise, torch.tensor([1.0, -2.0, 0.5]), g, m)
+    nodes = torch.tensor([[0, 0, 0], [4, 3, 5], [2, 1, 3], [3, 2, 1]])
+    at = torch.tensor([1.0, -2.0, 0.5]) + g * nodes.double()
+    disp = field(at) - at
+    expected = torch.stack([m * noise[:, i, j, k] for i, j, k in nodes.tolist()]).double()
+    assert torch.allclose(disp, expected, atol=1e-6)
+    half = at[2:3] + torch.tensor([[g / 2, 0, 0]], dtype=torch.float64)  # between nodes (2,1,3) and (3,1,3)
+    assert torch.allclose(field(half) - half, m * (noise[:, 2, 1, 3] + noise[:, 3, 1, 3]).double()[None] / 2, atol=1e-6)
+    step = max(noise.diff(dim=d).abs().max() for d in (1, 2, 3))
+    pts = torch.rand(500, 3, dtype=torch.float64) * torch.tensor([0.8, 0.6, 1.0]) + torch.tensor([1.0, -2.0, 0.5])
+    moved = pts + torch.tensor([0.01, 0.0, 0.0], dtype=torch.float64)
+    change = ((field(moved) - moved) - (field(pts) - pts)).abs().max()
+    assert change <= m * step / g * 0.01 + 1e-9
+
+
 def test_dataset_and_collate_build_a_paired_batch():
     data = DataConfig(roots=[str(FRAMES)], image_size=[60, 80], voxel_size=0.1)
     ds = FramePairs(data, AugmentConfig())

@@ -191,8 +191,22 @@ def test_box_ply_faces_close_each_box(tmp_path):
     from plyfile import PlyData
 
     ply = PlyData.read(str(path))
-    edges = {tuple(sorted(e)) for f in BOX_FACES for e in ((f[0], f[1]), (f[1], f[2]), (f[2], f[0]))}
-    assert len(ply["face"]) == 12 and len(edges) == 18  # 12 box edges + 6 face diagonals: a closed cuboid surface
+    # the written vertices are the box's corners, worked out by hand: centre 0, size (1, 2, 3), heading 0.5 rad
+    c, s = np.cos(0.5), np.sin(0.5)
+    expected = {(round(x * c - y * s, 5), round(x * s + y * c, 5), z) for x in (-0.5, 0.5) for y in (-1, 1)
+                for z in (-1.5, 1.5)}
+    v = ply["vertex"]
+    written = {(round(float(a), 5), round(float(b), 5), float(z)) for a, b, z in zip(v["x"], v["y"], v["z"])}
+    assert written == expected and len(v["x"]) == 8
+    # the written faces: 12 triangles whose edges are the 12 box edges and 6 face diagonals (a closed cuboid surface)
+    faces = [tuple(f) for f in ply["face"]["vertex_indices"]]
+    edges = {tuple(sorted(e)) for f in faces for e in ((f[0], f[1]), (f[1], f[2]), (f[2], f[0]))}
+    assert len(faces) == 12 and len(edges) == 18
+    xyz = np.stack([v["x"], v["y"], v["z"]], 1).astype(np.float64)
+    lengths = sorted(round(float(np.linalg.norm(xyz[a] - xyz[b])), 4) for a, b in edges)
+    # the 12 edges of a 1 x 2 x 3 box and one diagonal of each of its 6 faces (two of each face size)
+    diagonals = [round(float(np.hypot(p, q)), 4) for p, q in ((1, 2), (1, 3), (2, 3))] * 2
+    assert lengths == sorted([1.0] * 4 + [2.0] * 4 + [3.0] * 4 + diagonals)
 
 
 @pytest.mark.parametrize("name", ["detection_synthetic", "detection_scannet", "detection_sunrgbd"])

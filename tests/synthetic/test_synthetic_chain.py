@@ -52,4 +52,26 @@ def test_pretraining_reads_the_written_frames(world, tmp_path):
         "train.batch_size=2", "train.workers=0", f"train.out_dir={tmp_path / 'run'}",
     ])
     out = pretrain(cfg)
-    assert (out / "backbone.pth").is_file()
+    # the export loads into the student it names, and holds trained weights: its features of the world's frames differ
+    # from those of the same student at its initial weights (the seed's)
+    import torch
+
+    from ppkt.checkpoint import BACKBONE_FORMAT, load_checkpoint
+    from ppkt.data.pairs import FramePairs, collate_pairs
+    from ppkt.models.sparse_unet import build_sparse_unet
+    from ppkt.train.pretrain import build_model
+
+    export = load_checkpoint(out / "backbone.pth", BACKBONE_FORMAT)
+    trained = build_sparse_unet(export["arch"], export["in_channels"], export["channels"])
+    trained.load_state_dict(export["state_dict"])
+    torch.manual_seed(cfg.train.seed)
+    initial = build_model(cfg).student
+    batch = collate_pairs([FramePairs(cfg.data, cfg.augment)[(0, 0)]])
+    with torch.no_grad():
+        a = trained.eval()(batch.feats, batch.coords, batch.batch_size)
+        b = initial.eval()(batch.feats, batch.coords, batch.batch_size)
+    assert a.shape == b.shape and (a - b).abs().max() > 1e-3
+    # and not only through batch-norm statistics: the weights themselves were trained
+    params = dict(initial.named_parameters())
+    moved = [k for k in params if not torch.equal(export["state_dict"][k], params[k].detach())]
+    assert len(moved) > len(params) // 2
