@@ -28,6 +28,13 @@ def test_tiny_detection_benchmark_runs_reuses_and_reports(tmp_path):
     assert by["det_full", "ppkt", 0]["settings"]["config"]["model"]["pretrained"].endswith("pretrain/ppkt/backbone.pth")
     assert by["det_f0.5", "ppkt", 1]["settings"]["config"]["data"]["label_fraction"] == 0.5
     assert all(0 <= r["map50"] <= r["map25"] <= 1 and r["s_per_iteration"] > 0 for r in runs)
+    # a recorded score is its checkpoint's: evaluated again on the same val split, the same mAP@0.25 and mAP@0.5
+    from ppkt.train.detect import evaluate_detection_checkpoint
+
+    record = by["det_full", "ppkt", 1]
+    again = evaluate_detection_checkpoint(out / STAGE / "det_full" / "ppkt_s1" / "checkpoints" / "last.pt",
+                                          out / "world", "val", tmp_path / "again", "cpu", False)
+    assert (again["mAP@0.25"], again["mAP@0.5"]) == pytest.approx((record["map25"], record["map50"]), abs=1e-9)
     assert len(by["det_full", "scratch", 0]["curve"]) == 2  # at 80 % and at the end: the convergence check
     stamps = {name: rec.get("finished") for name, rec in results.records.items()}
     again = run(tiny_plan(out))
