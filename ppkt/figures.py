@@ -150,22 +150,29 @@ def pca_figure(sample, students: Dict[str, torch.nn.Module], out_dir: Path) -> D
 # ---------------------------------------------------------------------------------------------- (c) curves
 def curves_figure(runs: Sequence[Path], out: Path, labels: Optional[Sequence[str]] = None,
                   key: str = "loss") -> Dict[str, object]:
-    """`key` against iteration for each run folder's metrics.jsonl, in one plot. Returns {"png", "points" (per run)}."""
+    """`key` against iteration for each run folder's metrics.jsonl, in one plot, and the plotted series beside it
+    (<out>.json: {"key", "series": [{"label", "points": [[iteration, value], ...]}]}). Returns {"png", "points" (per
+    run), "data"}."""
+    from ppkt.atomic import write_json
     from ppkt.train.logging import read_metrics
 
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(7, 4.5), dpi=100)
     counts: List[int] = []
+    series = []
     for i, run in enumerate(runs):
         rows = [r for r in read_metrics(Path(run) / "metrics.jsonl") if key in r]
         if not rows:
             raise FileNotFoundError(f"{Path(run) / 'metrics.jsonl'}: no '{key}' values (is it a ppkt run folder?)")
-        ax.plot([r["iteration"] for r in rows], [r[key] for r in rows],
-                label=labels[i] if labels else Path(run).name)
+        label = labels[i] if labels else Path(run).name
+        points = [[r["iteration"], r[key]] for r in rows]
+        line, = ax.plot([p[0] for p in points], [p[1] for p in points], label=label)
+        series.append({"label": label, "points": [[float(x), float(y)] for x, y in zip(*line.get_data())]})
         counts.append(len(rows))
     ax.set_xlabel("iteration")
     ax.set_ylabel(key)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    return {"png": _save_png(fig, Path(out)), "points": counts}
+    data = write_json(Path(out).with_suffix(".json"), {"key": key, "series": series})
+    return {"png": _save_png(fig, Path(out)), "points": counts, "data": data}

@@ -1,4 +1,5 @@
-"""`ppkt figures`: each command writes a non-empty file with the expected number of points."""
+"""`ppkt figures`: each command writes its figure and the data it plotted, read back here."""
+import json
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +12,7 @@ from ppkt.config import load_config
 from ppkt.data.pairs import FramePairs
 from ppkt.figures import pca_colors
 from ppkt.synthetic.dataset import write_dataset
+from ppkt.train.logging import read_metrics
 from ppkt.train.pretrain import pretrain
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -68,5 +70,10 @@ def test_loss_curves_of_several_runs(run, tmp_path):
     out = tmp_path / "curves.png"
     assert cli_main(["figures", "curves", str(run), str(run), "--labels", "a", "b", "--out", str(out)]) == 0
     assert out.stat().st_size > 5000
+    # the plotted lines, read back from the figure's own data, are the runs' logged losses
+    logged = [[float(r["iteration"]), float(r["loss"])] for r in read_metrics(run / "metrics.jsonl") if "loss" in r]
+    plotted = json.loads(out.with_suffix(".json").read_text())
+    assert [s["label"] for s in plotted["series"]] == ["a", "b"] and len(logged) == 3
+    assert all(s["points"] == logged for s in plotted["series"])
     with pytest.raises(SystemExit, match="2 labels for 1 runs"):
         cli_main(["figures", "curves", str(run), "--labels", "a", "b", "--out", str(out)])
