@@ -18,7 +18,7 @@ from pathlib import Path
 from ppkt.benchmark.ablations import VARIANTS, AblationPlan, run, tables_for
 from ppkt.benchmark.report import write_ablation_report
 from ppkt.benchmark.results import Results
-from ppkt.benchmark.transfer import NARROW, PROBE, scene_fraction
+from ppkt.benchmark.transfer import HALF_WIDTHS, PROBE, scene_fraction
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -46,7 +46,7 @@ def main() -> None:
         plan = AblationPlan(out=out, cells=cells, seeds=args.seeds, scenes=args.scenes, frames_per_scene=8,
                             point_spacing=0.025, pretrain_iterations=args.pretrain_iterations,
                             finetune_iterations=args.finetune_iterations, probe_iterations=args.probe_iterations,
-                            max_voxels=8000, jobs=args.jobs, threads=args.threads, channels=NARROW,
+                            max_voxels=8000, jobs=args.jobs, threads=args.threads, channels=HALF_WIDTHS,
                             variants=tuple(args.variants), teacher2d_iterations=args.teacher2d_iterations)
         results = run(plan)
     else:

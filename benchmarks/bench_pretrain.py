@@ -32,7 +32,7 @@ from ppkt.train.sampler import IterationBatchSampler
 ROOT = Path(__file__).resolve().parents[1]
 FRAMES = ROOT / "data" / "7scenes-redkitchen"
 SETTINGS = {
-    "demo (SR-UNet14 narrow, EfficientNet-Lite0, 240x320, 5 cm, batch 4)": (ROOT / "configs" / "pretrain_demo.yaml", []),
+    "demo (SR-UNet14 small, EfficientNet-Lite0, 240x320, 5 cm, batch 4)": (ROOT / "configs" / "pretrain_demo.yaml", []),
     "SR-UNet34 + ResNet-50 layer4, 480x640, 2.5 cm, batch 2 (paper setting)": (
         ROOT / "configs" / "pretrain_scannet.yaml",
         [f"data.roots=[{FRAMES}]", "data.layout=7scenes", "teacher.weights=none", "train.batch_size=2"],

@@ -4,8 +4,8 @@ synthetic world's boxes, paired by seed, with 95 % intervals on mAP@0.25 and mAP
     python benchmarks/detection.py run --out runs/detection       # world, PPKT backbone, detection runs; resumes
     python benchmarks/detection.py report --out runs/detection    # the section of docs/detection.md again
 
-See ppkt/benchmark/detection.py. The world is the transfer benchmark's (same settings); the student is the narrow
-SR-UNet14 (half the configs' widths) for time, so its PPKT backbone is pretrained in this folder.
+See ppkt/benchmark/detection.py. The world is the transfer benchmark's (same settings); the student is SR-UNet14 at
+half the configs' widths (HALF_WIDTHS), for time, so its PPKT backbone is pretrained in this folder.
 """
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from pathlib import Path
 from ppkt.benchmark.detection import DET_FULL, RECIPE, SCORE, STAGE, det_fraction, run
 from ppkt.benchmark.report import write_detection_report
 from ppkt.benchmark.results import Results
-from ppkt.benchmark.transfer import NARROW, Plan
+from ppkt.benchmark.transfer import HALF_WIDTHS, Plan
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -35,7 +35,7 @@ def main() -> None:
     p.add_argument("--budget-minutes", type=float, default=90.0, help="wall clock (world, pretraining, detection)")
     p.add_argument("--iterations", type=int, default=1400, help="fine-tuning iterations per run")
     p.add_argument("--max-voxels", type=int, default=8000, help="training crop per scene")
-    p.add_argument("--channels", type=int, nargs=8, default=list(NARROW), help="the student's 8 widths")
+    p.add_argument("--channels", type=int, nargs=8, default=list(HALF_WIDTHS), help="the student's 8 widths")
     p.add_argument("--scenes", type=int, default=120)
     p.add_argument("--frames-per-scene", type=int, default=8)
     p.add_argument("--point-spacing", type=float, default=0.025)

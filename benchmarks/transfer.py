@@ -20,7 +20,7 @@ from ppkt.benchmark.results import Results
 from ppkt.benchmark.transfer import FULL, PROBE, STUDENT, TARGET_HALFWIDTH, Plan, limited_points, run, scene_fraction
 
 ROOT = Path(__file__).resolve().parents[1]
-HISTORY = ("Earlier runs are in `docs/transfer_history.md`: the first benchmark; the narrow student (half these widths) "
+HISTORY = ("Earlier runs are in `docs/transfer_history.md`: the first benchmark; the half-width student (half these widths) "
            "at batch-norm momentum 0.1 (session 8: 1.7x faster, but at 15 % of the scenes it found no effect where this "
            "student gains, so under item 2 of issue 11 it could not stand in for it); the same at the pretraining's "
            "momentum 0.01 (session 6: no cell's scratch converged); and this student at 0.01 (session 5).\n\n"

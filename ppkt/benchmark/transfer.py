@@ -62,10 +62,10 @@ PROBE = Cell("probe", "linear probe (frozen backbone), 100 % of the scenes",
 # 120-scene world, scratch, all labels (docs/transfer_benchmark.md): SGD reaches 25-31 mIoU after 200 iterations and
 # 39 only after 800; AdamW at lr 0.005 with a cosine decay reaches 37-40 after 240-300.
 # The transfer benchmark's student: SR-UNet14 at the widths of configs/*_synthetic.yaml. The one at half these widths
-# (NARROW, 1.7x faster per iteration: 0.19 vs 0.34 s on 2 x 8000 voxels, 1 thread) bought seeds but changed the 15 %
-# verdict (docs/transfer_history.md); the detection benchmark keeps it for time.
+# (HALF_WIDTHS: 1.7x faster per iteration, 0.19 vs 0.34 s on 2 x 8000 voxels, 1 thread) bought seeds but changed the
+# 15 % verdict (docs/transfer_history.md); the detection benchmark keeps it for time.
 STUDENT = (16, 32, 64, 128, 128, 64, 48, 48)
-NARROW = (8, 16, 32, 64, 64, 32, 24, 24)
+HALF_WIDTHS = (8, 16, 32, 64, 64, 32, 24, 24)
 TARGET_HALFWIDTH = 2.0  # mIoU points: the 95 % interval every cell of the default run reaches (issue 11)
 RECIPE = ("optim.name=adamw", "optim.lr=0.005", "optim.weight_decay=0.01", "optim.schedule=cosine")
 

@@ -5,7 +5,7 @@ import torch
 
 from ppkt.models.sparse_unet import SR_UNET_LAYERS, SparseResUNet, build_sparse_unet
 
-NARROW = (8, 16, 16, 32, 32, 16, 16, 16)
+TINY_WIDTHS = (8, 16, 16, 32, 32, 16, 16, 16)
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -28,8 +28,8 @@ def batch_of(*clouds):
 
 def test_build_names_and_unknown():
     for name, layers in SR_UNET_LAYERS.items():
-        model = build_sparse_unet(name, 3, NARROW)
-        assert model.layers == layers and model.out_channels == NARROW[-1]
+        model = build_sparse_unet(name, 3, TINY_WIDTHS)
+        assert model.layers == layers and model.out_channels == TINY_WIDTHS[-1]
     assert build_sparse_unet("SR-UNet34", 3).out_channels == 96
     with pytest.raises(ValueError, match="SR-UNet14.*SR-UNet18.*SR-UNet34"):
         build_sparse_unet("SR-UNet50", 3)
@@ -38,11 +38,11 @@ def test_build_names_and_unknown():
 @pytest.mark.parametrize("name", sorted(SR_UNET_LAYERS))
 def test_forward_backward_every_variant(name):
     torch.manual_seed(0)
-    model = build_sparse_unet(name, 3, NARROW)
+    model = build_sparse_unet(name, 3, TINY_WIDTHS)
     coords = batch_of(surface_cloud(700, 1), surface_cloud(700, 2))
     feats = torch.randn(len(coords), 3)
     out = model(feats, coords, batch_size=2)
-    assert out.shape == (len(coords), NARROW[-1]) and out.dtype == torch.float32
+    assert out.shape == (len(coords), TINY_WIDTHS[-1]) and out.dtype == torch.float32
     assert torch.isfinite(out).all()
     (out * torch.randn_like(out)).sum().backward()
     missing = [n for n, p in model.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0]
@@ -51,7 +51,7 @@ def test_forward_backward_every_variant(name):
 
 def test_row_order_follows_input_order():
     torch.manual_seed(0)
-    model = build_sparse_unet("SR-UNet14", 3, NARROW).double()
+    model = build_sparse_unet("SR-UNet14", 3, TINY_WIDTHS).double()
     coords = batch_of(surface_cloud(500, 3), surface_cloud(500, 4))
     feats = torch.randn(len(coords), 3, dtype=torch.float64)
     perm = torch.randperm(len(coords))
@@ -62,7 +62,7 @@ def test_row_order_follows_input_order():
 
 def test_clouds_in_a_batch_are_independent_in_eval():
     torch.manual_seed(0)
-    model = build_sparse_unet("SR-UNet14", 3, NARROW).double().eval()
+    model = build_sparse_unet("SR-UNet14", 3, TINY_WIDTHS).double().eval()
     a, b = surface_cloud(400, 5), surface_cloud(600, 6, side=37)  # different extents
     fa, fb = torch.randn(len(a), 3, dtype=torch.float64), torch.randn(len(b), 3, dtype=torch.float64)
     with torch.no_grad():
@@ -72,10 +72,10 @@ def test_clouds_in_a_batch_are_independent_in_eval():
 
 
 def test_encode_bottleneck():
-    model = build_sparse_unet("SR-UNet14", 3, NARROW)
+    model = build_sparse_unet("SR-UNet14", 3, TINY_WIDTHS)
     coords = batch_of(surface_cloud(500, 7), surface_cloud(500, 8))
     z = model.encode(torch.randn(len(coords), 3), coords, 2)
-    assert z.features.shape[1] == NARROW[3]
+    assert z.features.shape[1] == TINY_WIDTHS[3]
     c = coords.long()
     expect = torch.unique(torch.cat([c[:, :1], c[:, 1:] // 16], 1), dim=0)
     assert torch.equal(torch.unique(z.indices.long(), dim=0), expect)
@@ -111,7 +111,7 @@ def test_pointcept_spunet_v1m1_key_layout():
 
 
 def test_clear_errors():
-    model = SparseResUNet(3, SR_UNET_LAYERS["SR-UNet14"], NARROW)
+    model = SparseResUNet(3, SR_UNET_LAYERS["SR-UNet14"], TINY_WIDTHS)
     coords = batch_of(surface_cloud(100, 9))
     feats = torch.randn(len(coords), 3)
     cases = [
@@ -130,4 +130,4 @@ def test_clear_errors():
         with pytest.raises(ValueError, match=msg):
             model(f, c, b)
     with pytest.raises(ValueError, match="8 entries"):
-        SparseResUNet(3, (1, 1, 1, 1), NARROW)
+        SparseResUNet(3, (1, 1, 1, 1), TINY_WIDTHS)
