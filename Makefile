@@ -22,6 +22,7 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(PY) benchmarks/report.py
 	$(PY) benchmarks/bench_sens.py
+	$(PY) benchmarks/bench_predict.py
 
 clean:
 	rm -rf runs/demo .pytest_cache
