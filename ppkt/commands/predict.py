@@ -153,7 +153,7 @@ def _predict(args: argparse.Namespace) -> int:
             else:  # a box turned off the z axis has no (heading about z) form: they stay in the model's frame
                 entry["boxes_frame"] = f"the model's: the scan turned from --up {args.up} to z up, times --scale"
             files = [save_npy(out / f"{scan.name}.boxes.npy", boxes),
-                     write_box_ply(out / f"{scan.name}.boxes.ply", result.boxes, colors[result.boxes[:, 7].astype(int)])]
+                     write_box_ply(out / f"{scan.name}.boxes.ply", boxes, colors[boxes[:, 7].astype(int)])]
             if not args.no_preview:
                 files.append(preview_boxes(out / f"{scan.name}.png", frame.coord,
                                            scan.color if scan.color is not None else np.full_like(frame.coord, 128),

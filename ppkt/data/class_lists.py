@@ -1,6 +1,8 @@
 """The class lists of the datasets ppkt knows, in one place below the tasks that use them (dataset conversion,
 the synthetic world, segmentation and detection)."""
 
+# NYU40 ids of ScanNet's 20 segmentation classes, in the scannet20 order (wall .. otherfurniture)
+SCANNET20_NYU40 = (1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 14, 16, 24, 28, 33, 34, 36, 39)
 # ScanNet's 18 detection classes (VoteNet's) and their NYU40 ids, in that order
 SCANNET_DETECTION_CLASSES = ("cabinet", "bed", "chair", "sofa", "table", "door", "window", "bookshelf", "picture",
                              "counter", "desk", "curtain", "refrigerator", "shower curtain", "toilet", "sink", "bathtub",

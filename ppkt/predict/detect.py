@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from ppkt.predict.scan import Scan
-from ppkt.predict.tiles import round_up, tiles
+from ppkt.predict.tiles import plan, round_up
 
 
 @dataclass
@@ -28,16 +28,13 @@ def detect_scan(model, eval_cfg, scan: Scan, voxel_size: float, min_score: float
     `margin` metres of context (VoteNet's votes and 0.3 m aggregation reach a few metres)."""
     from ppkt.detection.boxes import nms_3d
     from ppkt.detection.predict import proposals_to_boxes
-
     from ppkt.predict.segment import color_for, voxel_inputs
 
     color = color_for(scan, features, color_dropout)
     feats, vox = voxel_inputs(scan.coord, color, voxel_size, features)
     xyz = vox.mean(torch.from_numpy(np.ascontiguousarray(scan.coord, dtype=np.float64))).float()
     core, extra = max(1, int(round(tile / voxel_size))), int(round(margin / voxel_size))
-    extent = vox.coords[:, :2].max(0).values - vox.coords[:, :2].min(0).values + 1
-    parts = ([(torch.arange(vox.num_voxels), vox.coords.long(), torch.ones(vox.num_voxels, dtype=torch.bool))]
-             if int(extent.max()) <= round_up(core) + 2 * round_up(extra) else list(tiles(vox.coords, core, extra)))
+    parts = plan(vox.coords, core, extra)
     kept = []
     for i, (index, local, keep) in enumerate(parts, 1):
         coords = torch.cat([torch.zeros(len(index), 1, dtype=torch.int32), local.int()], 1)

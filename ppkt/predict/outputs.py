@@ -9,10 +9,8 @@ from typing import Sequence
 import numpy as np
 
 from ppkt.atomic import atomic_path
+from ppkt.data.class_lists import SCANNET20_NYU40
 from ppkt.errors import UserError
-
-# NYU40 ids of the ScanNet benchmark's 20 classes, in ppkt's scannet20 order (wall .. otherfurniture)
-SCANNET20_NYU40 = (1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 14, 16, 24, 28, 33, 34, 36, 39)
 
 
 def save_npy(path: Path, array: np.ndarray) -> Path:

@@ -8,7 +8,7 @@ Memory is then bounded by the voxels of one tile, (core + 2 margin)^2 columns.
 """
 from __future__ import annotations
 
-from typing import Callable, Iterator, Tuple
+from typing import Callable, Iterator, List, Tuple
 
 import torch
 from torch import Tensor
@@ -38,16 +38,25 @@ def tiles(coords: Tensor, core: int, margin: int) -> Iterator[Tuple[Tensor, Tens
         yield index, c[index] - origin, keep
 
 
-def run_tiled(forward: Callable[[Tensor, Tensor], Tensor], feats: Tensor, coords: Tensor, core: int, margin: int,
-              on_tile: Callable[[int, int], None] = lambda done, total: None) -> Tensor:
-    """forward(feats (T, C), coords (T, 3)) -> (T, K) over every tile; returns (M, K), each voxel's row from the tile
-    whose core holds it. A scan that fits in one tile runs in one pass."""
+def plan(coords: Tensor, core: int, margin: int) -> List[Tuple[Tensor, Tensor, Tensor]]:
+    """The parts to run, as `tiles` gives them: one part holding every voxel (its own coordinates, all kept) when the
+    scan fits in one tile (core + 2 margins), else the tiles."""
     c = coords.long()
     extent = c[:, :2].max(0).values - c[:, :2].min(0).values + 1
     if int(extent.max()) <= round_up(core) + 2 * round_up(margin):
+        return [(torch.arange(len(c)), c, torch.ones(len(c), dtype=torch.bool))]
+    return list(tiles(c, core, margin))
+
+
+def run_tiled(forward: Callable[[Tensor, Tensor], Tensor], feats: Tensor, coords: Tensor, core: int, margin: int,
+              on_tile: Callable[[int, int], None] = lambda done, total: None) -> Tensor:
+    """forward(feats (T, C), coords (T, 3)) -> (T, K) over every part of `plan`; returns (M, K), each voxel's row from
+    the tile whose core holds it. A scan that fits in one tile runs in one pass."""
+    parts = plan(coords, core, margin)
+    if len(parts) == 1:
         on_tile(1, 1)
-        return forward(feats, c)
-    parts = list(tiles(c, core, margin))
+        return forward(feats, parts[0][1])
+    c = coords.long()
     out = None
     for i, (index, local, keep) in enumerate(parts, 1):
         result = forward(feats[index], local)

@@ -23,14 +23,13 @@ from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
-from ppkt.data.class_lists import SCANNET_DETECTION_CLASSES, SCANNET_DETECTION_NYU40
+from ppkt.data.class_lists import SCANNET20_NYU40, SCANNET_DETECTION_CLASSES, SCANNET_DETECTION_NYU40
 from ppkt.data.scenes import SCANNET20, SceneError
 from ppkt.errors import UserError
 from ppkt.geometry.normals import mesh_vertex_normals
 from ppkt.prepare.folders import build_folder
 
 #: NYU40 ids of the ScanNet-20 classes, in the order of ppkt.data.scenes.SCANNET20 (all other ids: ignore)
-SCANNET20_NYU40 = (1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 14, 16, 24, 28, 33, 34, 36, 39)
 #: the 18 ScanNet detection classes (VoteNet's benchmark) and their NYU40 ids
 DETECTION_CLASSES, DETECTION_NYU40 = SCANNET_DETECTION_CLASSES, SCANNET_DETECTION_NYU40
 assert len(SCANNET20_NYU40) == SCANNET20.num_classes and len(DETECTION_NYU40) == len(DETECTION_CLASSES)

@@ -317,6 +317,11 @@ def test_predict_boxes_on_a_scan_equal_the_evaluation_path(tmp_path):
                  "--min-score", "0", "--out", str(tmp_path / "mm"), "--quiet", "--no-preview"]) == 0
     mm = np.load(tmp_path / "mm" / "room_mm.boxes.npy")
     assert mm.shape == boxes.shape and np.allclose(mm[:, :6], boxes[:, :6] * 1000, atol=0.5)
+    # the box PLY is in the same units as the boxes file: its first box's corners are those of mm[0]
+    from ppkt.detection.boxes import corners
+
+    v = PlyData.read(str(tmp_path / "mm" / "room_mm.boxes.ply"))["vertex"]
+    assert np.allclose(np.stack([v["x"], v["y"], v["z"]], 1)[:8], corners(mm[0, :7]), atol=0.5)
     # a scan cut into tiles: each object once (no two boxes of a class overlap past the NMS threshold), centres in it
     from ppkt.detection.boxes import iou_3d
     from ppkt.predict.detect import detect_scan
