@@ -22,12 +22,13 @@ FIT_SPACING = 0.08  # metres: the grid on which the training points of a floor a
 Cloud = Tuple[np.ndarray, np.ndarray, np.ndarray]  # coord (N, 3) metres, color (N, 3) 0-255, labels (N,) (-1 ignore)
 
 
-def _majority(keys: np.ndarray, labels: np.ndarray, num_classes: int) -> Tuple[np.ndarray, np.ndarray]:
-    """(unique keys (U,), majority class of each (U,)); ties go to the smallest class id."""
-    uniq, inverse = np.unique(keys, return_inverse=True)
+def _majority(keys: np.ndarray, labels: np.ndarray, num_classes: int) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(unique keys (U,), majority class of each (U,), index of each key's first element (U,)); ties go to the
+    smallest class id."""
+    uniq, first, inverse = np.unique(keys, return_index=True, return_inverse=True)
     counts = np.zeros((len(uniq), num_classes), np.int64)
     np.add.at(counts, (inverse, labels), 1)
-    return uniq, counts.argmax(1)
+    return uniq, counts.argmax(1), first
 
 
 def _lookup(table: Tuple[np.ndarray, np.ndarray], keys: np.ndarray) -> np.ndarray:
@@ -49,8 +50,7 @@ def grid_majority(coord: np.ndarray, color: np.ndarray, labels: np.ndarray, spac
     cell -= cell.min(0)
     span = cell.max(0) + 1
     key = (cell[:, 0] * span[1] + cell[:, 1]) * span[2] + cell[:, 2]
-    uniq, first = np.unique(key, return_index=True)
-    _, majority = _majority(key, labels, num_classes)
+    _, majority, first = _majority(key, labels, num_classes)
     return coord[first], color[first], majority
 
 
@@ -77,7 +77,7 @@ class LookupTable:
             raise ValueError("LookupTable.fit: no labelled point")
         coord, color, labels = (np.concatenate(x) for x in zip(*parts))
         keys = self._keys(coord, color)
-        self.tables = {name: _majority(k, labels, self.num_classes) for name, k in keys.items()}
+        self.tables = {name: _majority(k, labels, self.num_classes)[:2] for name, k in keys.items()}
         self.fallback = int(np.bincount(labels, minlength=self.num_classes).argmax())
         return self
 
