@@ -93,7 +93,10 @@ def _predict(args: argparse.Namespace) -> int:
                         "model; this checkpoint is a detector")
     voxel = cfg.data.voxel_size
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise UserError(f"--out: cannot make the folder {out} ({err.strerror})") from None
     backbone = model.backbone
     summary = {"checkpoint": str(args.checkpoint), "task": task, "model": {
         "arch": cfg.model.arch, "channels": list(getattr(backbone, "channels", []) or cfg.model.channels or []),

@@ -104,6 +104,8 @@ def test_units_and_up_axis_are_refused_with_the_fix(trained, tmp_path, capsys):
     assert np.mean(np.load(tmp_path / "c" / "yup.labels.npy") == same) > 0.99  # float rounding may move a voxel
     assert main([*args, str(tmp_path / "mm.npy"), str(tmp_path / "mm.npy")]) == 2  # a file as --out
     assert "is a file" in capsys.readouterr().err
+    assert main([*args, "/proc/ppkt-out", str(tmp_path / "mm.npy")]) == 2  # a place no folder can be made
+    assert "--out: cannot make the folder /proc/ppkt-out" in capsys.readouterr().err
 
 
 def test_tiles_equal_one_pass_with_the_receptive_margin():
