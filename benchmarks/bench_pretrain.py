@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 
 from ppkt.config import load_config
-from ppkt.data.pairs import FramePairs, collate_pairs
+from ppkt.data.pairs import PixelPointFrames, collate_pairs
 from ppkt.data.teacher_cache import TeacherCache, needs_flips, write_teacher_cache
 from ppkt.train.pretrain import build_model, trainable
 from ppkt.train.sampler import IterationBatchSampler
@@ -48,13 +48,13 @@ def bench(config: Path, overrides: list[str], iterations: int, device: torch.dev
     result, teacher_cache = {}, None
     if cache:
         folder = tempfile.mkdtemp(prefix="ppkt-bench-cache-")
-        frames = FramePairs(cfg.data, cfg.augment).folders
+        frames = PixelPointFrames(cfg.data, cfg.augment).folders
         t0 = time.perf_counter()
         write_teacher_cache(folder, frames, model.teacher, cfg.data.image_size, needs_flips(cfg.augment))
         result["cache_s_per_frame"] = (time.perf_counter() - t0) / sum(len(f) for f in frames)
         teacher_cache = TeacherCache(folder)
         teacher_cache.check_teacher(model.teacher)
-    data = FramePairs(cfg.data, cfg.augment, teacher_cache)
+    data = PixelPointFrames(cfg.data, cfg.augment, teacher_cache)
     sampler = iter(IterationBatchSampler(len(data), cfg.train.batch_size, cfg.train.seed, 0, iterations + 1))
 
     def step(batch, it: int) -> dict:

@@ -106,14 +106,14 @@ def check_spconv(device: str = "cuda") -> str:
 
 
 def check_pinned() -> str:
-    """DataLoader(pin_memory=True) over FramePairs: every tensor of the batch is page-locked."""
+    """DataLoader(pin_memory=True) over PixelPointFrames: every tensor of the batch is page-locked."""
     from torch.utils.data import DataLoader
 
     from ppkt.config import load_config
-    from ppkt.data.pairs import FramePairs, collate_pairs
+    from ppkt.data.pairs import PixelPointFrames, collate_pairs
 
     cfg = load_config(ROOT / "configs" / "pretrain_demo.yaml", [f"data.roots=[{FRAMES}]"])
-    data = FramePairs(cfg.data, cfg.augment)
+    data = PixelPointFrames(cfg.data, cfg.augment)
     loader = DataLoader(data, batch_sampler=[[(0, 1), (1, 2)]], collate_fn=collate_pairs, pin_memory=True)
     batch = next(iter(loader))
     tensors = {k: v for k, v in vars(batch).items() if isinstance(v, torch.Tensor)}

@@ -5,10 +5,11 @@ that name the key, so a typo in a config never silently falls back to a default.
 """
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, List, Optional, Sequence
+from typing import Any, List, Mapping, Optional, Sequence
 
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
@@ -28,7 +29,7 @@ class DataConfig:
     # 3D frame of the points: "camera" (up = -y; any poses or none) or "world" (the pose's frame, which must be
     # z-up, as ScanNet's and the synthetic world's are, and as the fine-tuning scenes are; needs poses)
     frame: str = "camera"
-    pairs: Optional[str] = None  # loss.name=pointcontrast: the frame pairs file of `ppkt pairs` (folders below roots)
+    overlaps: Optional[str] = None  # loss.name=pointcontrast: the overlapping frames file of `ppkt overlaps` (folders below roots)
     features: str = "color"  # what the student reads per voxel (ppkt.data.features): color | color+normal | normal | none
 
 
@@ -62,7 +63,7 @@ class StudentConfig:
 @dataclass
 class LossConfig:
     # "ppnce": PPKT (teacher pixels against student points) | "pointcontrast": PointInfoNCE between two overlapping
-    # frames of a scan (needs data.pairs from `ppkt pairs` and data.frame=world; no teacher) | the paper's baselines
+    # frames of a scan (needs data.overlaps from `ppkt overlaps` and data.frame=world; no teacher) | the paper's baselines
     # (ppkt.models.baselines): "ppkd" (per-point KL to a segmentation teacher: teacher.weights = a `ppkt teacher train`
     # file), "global_kd" (pooled encoder, KL to EfficientNet-Lite0's ImageNet logits), "gupta" (pooled L2),
     # "crd" (pooled contrastive, memory bank); the last three pretrain the student's encoder only
@@ -243,8 +244,8 @@ def check_pointcontrast(cfg: "PretrainConfig", c: Checks) -> None:
     """What loss.name=pointcontrast needs from the other sections."""
     if cfg.loss.name != "pointcontrast":
         return
-    c.need(cfg.data.pairs is not None, "data.pairs", "is needed by loss.name=pointcontrast: the file of "
-                                                      "`ppkt pairs ROOT --out FILE`")
+    c.need(cfg.data.overlaps is not None, "data.overlaps", "is needed by loss.name=pointcontrast: the file of "
+                                                      "`ppkt overlaps ROOT --out FILE`")
     c.need(cfg.data.frame == "world", "data.frame", "must be world for loss.name=pointcontrast (the views are "
                                                     "matched in world coordinates)")
     c.need(cfg.teacher.cache is None, "teacher.cache", "is not used by loss.name=pointcontrast (no teacher); unset it")
@@ -304,6 +305,19 @@ def validate_pretrain(cfg: PretrainConfig) -> PretrainConfig:
     return cfg
 
 
+RENAMED = {"data.pairs": "data.overlaps"}  # keys renamed since configs were saved: old -> new
+
+
+def upgrade_saved(config: Mapping[str, Any]) -> dict:
+    """A config saved before keys were renamed (a checkpoint's, a benchmark record's) with today's names (`RENAMED`)."""
+    out = json.loads(json.dumps(config))
+    for old, new in RENAMED.items():
+        (section, key), (_, new_key) = old.split("."), new.split(".")
+        if isinstance(out.get(section), dict) and key in out[section]:
+            out[section][new_key] = out[section].pop(key)
+    return out
+
+
 def load_config(path: str | Path | None, overrides: Sequence[str] = (), schema: type = PretrainConfig) -> Any:
     """Schema defaults <- YAML file <- `a.b=value` overrides; returns a typed `schema` instance (not yet validated:
     `validate_pretrain` / `ppkt.train.finetune_config.validate_finetune` check the values)."""
@@ -313,10 +327,17 @@ def load_config(path: str | Path | None, overrides: Sequence[str] = (), schema: 
             path = Path(path)
             if not path.is_file():
                 raise ConfigError(f"{path}: config file not found")
-            merged = OmegaConf.merge(merged, OmegaConf.load(path))
+            loaded = OmegaConf.load(path)
+            for old, new in RENAMED.items():
+                if OmegaConf.select(loaded, old, default=None) is not None:
+                    raise ConfigError(f"{path}: {old} is now called {new}; rename it")
+            merged = OmegaConf.merge(merged, loaded)
         for item in overrides:
             if "=" not in item:
                 raise ConfigError(f"override {item!r}: expected key=value, e.g. train.iterations=100")
+            if item.split("=", 1)[0] in RENAMED:
+                raise ConfigError(f"override {item!r}: {item.split('=', 1)[0]} is now called "
+                                  f"{RENAMED[item.split('=', 1)[0]]}")
         merged = OmegaConf.merge(merged, OmegaConf.from_dotlist(list(overrides)))
     except OmegaConfBaseException as err:
         raise ConfigError(f"{path or 'overrides'}: {err}") from None

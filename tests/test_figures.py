@@ -9,7 +9,7 @@ from plyfile import PlyData
 
 from ppkt.cli import main as cli_main
 from ppkt.config import load_config
-from ppkt.data.pairs import FramePairs
+from ppkt.data.pairs import PixelPointFrames
 from ppkt.figures import pca_colors
 from ppkt.synthetic.dataset import write_dataset
 from ppkt.train.logging import read_metrics
@@ -48,7 +48,7 @@ def test_pca_colours_of_student_features_before_and_after(run, tmp_path):
     assert cli_main(["figures", "pca", "--run", str(run), "--out", str(tmp_path / "pca"), "--frame", "1"]) == 0
     cfg = load_config(run / "config.yaml")
     cfg.augment.enabled = False
-    voxels = FramePairs(cfg.data, cfg.augment)[(1, 0)].coords.shape[0]
+    voxels = PixelPointFrames(cfg.data, cfg.augment)[(1, 0)].coords.shape[0]
     for name in ("before", "after"):
         vertex = PlyData.read(str(tmp_path / "pca" / f"{name}.ply"))["vertex"]
         assert vertex.count == voxels

@@ -5,7 +5,7 @@ pretraining and fine-tuning stages, results.json reuse, the convergence check of
 A variant is one pretraining run (`VARIANTS`: a method of `loss.name`, or PPKT with one switch changed) or a scratch
 baseline; every variant is fine-tuned in every cell with the same seeds, so any two variants of a seed are a pair
 (same labelled selection, seed and data order). A table (`TABLES`) lists the differences it reports, a - b.
-Inputs some variants need are stages of their own: `pairs` (the overlapping frame pairs of the training scenes, for
+Inputs some variants need are stages of their own: `overlaps` (the overlapping frames of the training scenes, for
 PointContrast) and `teacher2d` (a ResNet18-FCN trained on the rendered 2D labels of another world, seed
 `TEACHER_WORLD_SEED`, for PPKD and PPNCE with the same teacher: as the paper's teacher was trained on another dataset,
 it has seen no label of a scene that a few-label cell treats as unlabelled).
@@ -34,7 +34,7 @@ class Variant:
     overrides: Tuple[str, ...] = ()  # over the benchmark's pretraining config
     pretrained: bool = True  # False: a scratch baseline
     channels: Optional[Tuple[int, ...]] = None  # the student's widths; None: the plan's
-    needs: Tuple[str, ...] = ()  # "pairs", "teacher2d": stages whose file it reads
+    needs: Tuple[str, ...] = ()  # "overlaps", "teacher2d": stages whose file it reads
 
 
 VARIANTS = {v.key: v for v in (
@@ -43,7 +43,7 @@ VARIANTS = {v.key: v for v in (
     Variant("gupta", "Gupta et al. (pooled L2)", ("loss.name=gupta",)),
     Variant("crd", "CRD (pooled contrastive, memory bank)", ("loss.name=crd", "loss.temperature=0.07")),
     Variant("pointcontrast", "PointContrast (two views, no 2D network)",
-            ("loss.name=pointcontrast", "loss.temperature=0.07"), needs=("pairs",)),
+            ("loss.name=pointcontrast", "loss.temperature=0.07"), needs=("overlaps",)),
     Variant("ppkd", "PPKD (2D segmentation teacher)", ("loss.name=ppkd", *SEG_TEACHER), needs=("teacher2d",)),
     Variant("ppnce", "PPKT (PPNCE, UPL, ImageNet EfficientNet-Lite0)"),
     Variant("pl", "PPKT with PL (no upsampling)", ("loss.projection=pl",)),
@@ -87,12 +87,12 @@ class AblationPlan(Plan):
     min_overlap: float = 0.3
 
 
-def stage_pairs(plan: AblationPlan, results: Results, world: Path) -> Path:
-    """pairs.tsv: the overlapping frame pairs of every training scene's frames (`ppkt pairs`, folders by scene)."""
+def stage_overlaps(plan: AblationPlan, results: Results, world: Path) -> Path:
+    """overlaps.tsv: the overlapping frames of every training scene's frames (`ppkt overlaps`, folders by scene)."""
     from ppkt.data.frames import open_frame_folder
-    from ppkt.data.overlap import mine_folder, write_pairs
+    from ppkt.data.overlap import mine_folder, write_overlaps
 
-    out = plan.out / "pairs.tsv"
+    out = plan.out / "overlaps.tsv"
     settings = {"world": file_digest(world / "dataset.json"), "min_overlap": plan.min_overlap, "voxel": 0.05,
                 "radius": 0.075}
 
@@ -101,12 +101,12 @@ def stage_pairs(plan: AblationPlan, results: Results, world: Path) -> Path:
         for name in (world / "splits" / "train.txt").read_text().split():
             pairs += mine_folder(open_frame_folder(world / "frames" / name, max_depth=8.0), name, plan.min_overlap,
                                  0.05, 0.075, lambda n: None)[0]
-        write_pairs(out, pairs)
-        return {"pairs": len(pairs), **provenance(time.perf_counter() - t)}
+        write_overlaps(out, pairs)
+        return {"overlaps": len(pairs), **provenance(time.perf_counter() - t)}
 
     if not out.is_file():
-        results.records.pop("pairs", None)
-    results.run("pairs", settings, work, stage="pairs")
+        results.records.pop("overlaps", None)
+    results.run("overlaps", settings, work, stage="overlaps")
     return out
 
 
@@ -126,7 +126,7 @@ def stage_teacher2d(plan: AblationPlan, results: Results) -> Path:
         t = time.perf_counter()
         torch.set_num_threads(plan.threads)
         done = train_teacher2d(world, out, arch="resnet18", iterations=plan.teacher2d_iterations, seed=0,
-                               device="cpu", progress=False)
+                               device="cpu", progress=False, overwrite=True)
         return {"val": done.get("val"), **provenance(time.perf_counter() - t)}
 
     if not out.is_file():
@@ -139,14 +139,14 @@ def stage_variants(plan: AblationPlan, results: Results, world: Path) -> Dict[st
     """The backbone export of every pretrained variant (None for the scratch ones)."""
     variants = [VARIANTS[k] for k in plan.variants]
     needs = {n for v in variants for n in v.needs}
-    files = {"pairs": stage_pairs(plan, results, world) if "pairs" in needs else None,
+    files = {"overlaps": stage_overlaps(plan, results, world) if "overlaps" in needs else None,
              "teacher2d": stage_teacher2d(plan, results) if "teacher2d" in needs else None}
     backbones: Dict[str, Optional[Path]] = {}
     for v in variants:
         if not v.pretrained:
             backbones[v.key] = None
             continue
-        extra = [f"data.pairs={files['pairs']}", f"data.roots=[{world / 'frames'}]"] if "pairs" in v.needs else []
+        extra = [f"data.overlaps={files['overlaps']}", f"data.roots=[{world / 'frames'}]"] if "overlaps" in v.needs else []
         extra += [f"teacher.weights={files['teacher2d']}"] if "teacher2d" in v.needs else []
         print(f"pretraining: {v.key} ({v.title})", flush=True)
         backbones[v.key] = stage_pretrain(plan_for(plan, v), results, world, v.key, (*v.overrides, *extra),

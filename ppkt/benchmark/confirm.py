@@ -434,12 +434,12 @@ def rerun(results: Results, name: str, out: Path, protocol: Protocol) -> dict:
         write_dataset(Path(new) / world, workers=1, progress=False, **results.records[world]["settings"])
     pretrained = config["model"]["pretrained"]
     if pretrained:
-        from ppkt.config import PretrainConfig
+        from ppkt.config import PretrainConfig, upgrade_saved
         from ppkt.train.pretrain import pretrain
 
         source = results.records[f"pretrain/{Path(pretrained).parent.name}"]
         cfg = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(PretrainConfig),
-                                                  _moved(source["settings"]["config"], old, new)))
+                                                  upgrade_saved(_moved(source["settings"]["config"], old, new))))
         backbone = pretrain(cfg, overwrite=True) / "backbone.pth"
         if weights_digest(backbone) != record["settings"]["inputs"]["backbone"]:
             print(f"note: the rerun backbone {backbone} differs from the recorded one (hash)")

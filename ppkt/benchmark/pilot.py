@@ -81,7 +81,7 @@ def run_pilot(world: Path, out: Path, seeds: int = 3, iterations: int = 300, bat
                 t = time.perf_counter()
                 trained = train_teacher2d(world, out / f"{name}.pt", arch="efficientnet_lite0", iterations=iterations,
                                           batch_size=batch_size, seed=seed, device="cpu", backbone_weights=weights,
-                                          progress=False)
+                                          progress=False, overwrite=True)
                 scores = score_3d(load_seg_teacher(out / f"{name}.pt"), world)
                 return {"miou_3d": scores["miou"], "coverage": scores["coverage"],
                         "miou_2d": (trained["val"] or {}).get("miou"), "seconds": time.perf_counter() - t}

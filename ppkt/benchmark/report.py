@@ -45,7 +45,7 @@ def stage_minutes(results: Results, stage: str = "finetune", title: str = "fine-
     runs = list(results.records.values())
     tuned = [r for r in runs if r.get("stage") == stage]
     stages = {before: wall_minutes([r for r in runs if r.get("stage") == before])
-              for before in ("world", "pairs", "teacher2d", "pretrain") if before == "world" or any(
+              for before in ("world", "overlaps", "teacher2d", "pretrain") if before == "world" or any(
                   r.get("stage") == before for r in runs)}
     stages[title] = wall_minutes(tuned)
     cells = {}

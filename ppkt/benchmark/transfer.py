@@ -177,13 +177,15 @@ def accept_new_defaults(results: Results, name: str, settings: dict, schema: typ
     schema's defaults, equals today's and its inputs are the same: then its settings are brought up to date."""
     from omegaconf import OmegaConf
 
+    from ppkt.config import upgrade_saved
     from ppkt.train.run_dir import config_changes
 
     record = results.records.get(name)
     if record is None or results.get(name, settings) is not None:
         return
     saved = record["settings"]
-    completed = OmegaConf.to_container(OmegaConf.merge(OmegaConf.structured(schema), saved.get("config", {})))
+    completed = OmegaConf.to_container(OmegaConf.merge(OmegaConf.structured(schema),
+                                                       upgrade_saved(saved.get("config", {}))))
     now = json.loads(json.dumps(settings))
     if saved.get("inputs") == now.get("inputs") and not config_changes(completed, now["config"]):
         record["settings"] = now

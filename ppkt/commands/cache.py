@@ -12,7 +12,7 @@ def _cache_teacher(args: argparse.Namespace) -> int:
     import torch
 
     from ppkt.config import ConfigError, PretrainConfig, load_config, validate_pretrain
-    from ppkt.data.pairs import FramePairs
+    from ppkt.data.pairs import PixelPointFrames
     from ppkt.data.teacher_cache import needs_flips, write_teacher_cache
     from ppkt.models.teacher import build_teacher
     from ppkt.progress import Progress
@@ -27,7 +27,7 @@ def _cache_teacher(args: argparse.Namespace) -> int:
     device = pick_device(args.device or cfg.train.device, what="--device" if args.device else "train.device")
     if cfg.train.threads > 0:
         torch.set_num_threads(cfg.train.threads)
-    folders = FramePairs(cfg.data, cfg.augment).folders
+    folders = PixelPointFrames(cfg.data, cfg.augment).folders
     torch.manual_seed(cfg.train.seed)  # teacher.weights=none: the random teacher `ppkt pretrain` builds
     teacher = build_teacher(cfg.teacher.arch, cfg.teacher.weights, cfg.teacher.stage).to(device)
     frames = sum(len(f) for f in folders)

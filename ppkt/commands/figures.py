@@ -32,14 +32,14 @@ def _pca(args: argparse.Namespace) -> int:
 
     from ppkt.checkpoint import BACKBONE_FORMAT, load_checkpoint, load_state_strict
     from ppkt.config import load_config
-    from ppkt.data.pairs import FramePairs
+    from ppkt.data.pairs import PixelPointFrames
     from ppkt.figures import pca_figure
     from ppkt.models.sparse_unet import build_sparse_unet
 
     run = Path(args.run)
     cfg = load_config(run / "config.yaml")
     cfg.augment.enabled = False  # the frame as it is
-    sample = FramePairs(cfg.data, cfg.augment)[(args.frame, 0)]
+    sample = PixelPointFrames(cfg.data, cfg.augment)[(args.frame, 0)]
     export = load_checkpoint(run / "backbone.pth", BACKBONE_FORMAT)
     torch.manual_seed(0)
     before = build_sparse_unet(export["arch"], export["in_channels"], export["channels"])

@@ -15,7 +15,7 @@ def _train(args: argparse.Namespace) -> int:
     result = train_teacher2d(args.data, args.out, arch=args.arch, iterations=args.iterations, batch_size=args.batch_size,
                              lr=args.lr, image_size=tuple(args.image_size), seed=args.seed, workers=args.workers,
                              device=args.device, backbone_weights=args.backbone_weights,
-                             eval_split=None if args.no_eval else "val")
+                             eval_split=None if args.no_eval else "val", resume=args.resume, overwrite=args.overwrite)
     print(f"checkpoint: {result['checkpoint']}  ({result['seconds']:.0f} s, final loss {result['final_loss']:.4f})")
     print(f"metrics: {result['metrics_file']}  curve: {result['loss_curve']}")
     if result["val"] is not None:
@@ -53,6 +53,8 @@ def add_commands(subparsers) -> None:
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     p.add_argument("--backbone-weights", default="none", metavar="WEIGHTS", help="backbone init: none | imagenet | checkpoint path")
     p.add_argument("--no-eval", action="store_true", help="skip the evaluation on the val split after training")
+    p.add_argument("--resume", action="store_true", help="continue the run of --out from <stem>.last.pt (same options)")
+    p.add_argument("--overwrite", action="store_true", help="delete an earlier run of --out and start over")
     p.set_defaults(func=_train)
 
     p = add_command(sub, "evaluate", "pixel accuracy, mIoU and per-class IoU of a teacher checkpoint", aliases=["eval"])

@@ -1,4 +1,4 @@
-"""Overlapping frame pairs of a scan (`ppkt pairs`), for PointContrast's two-view pretraining.
+"""Overlapping frame pairs of a scan (`ppkt overlaps`), for PointContrast's two-view pretraining.
 
 The overlap of frame a with frame b is the fraction of a's points that have a point of b within `radius`:
 each frame's valid depth pixels are back-projected with its pose into world coordinates (metres) and
@@ -31,7 +31,7 @@ HEADER = ("folder", "frame_a", "frame_b", "overlap")
 
 
 @dataclass(frozen=True)
-class FramePair:
+class FrameOverlap:
     folder: str  # scan folder relative to the mined root, posix ("." for the root itself)
     frame_a: str
     frame_b: str
@@ -78,7 +78,7 @@ def overlap_matrix(points: Sequence[np.ndarray], radius: float = 0.075,
 
 
 def mine_folder(folder: FrameFolder, name: str, min_overlap: float = 0.3, voxel: float = 0.05,
-                radius: float = 0.075, progress: Optional[Callable[[int], None]] = None) -> Tuple[List[FramePair], int]:
+                radius: float = 0.075, progress: Optional[Callable[[int], None]] = None) -> Tuple[List[FrameOverlap], int]:
     """The pairs (a before b) of one scan with overlap(a, b) >= min_overlap, and the number of frames skipped
     (no pose, invalid pose, no valid depth; each warned with its file)."""
     ids, points, skipped = [], [], 0
@@ -86,7 +86,7 @@ def mine_folder(folder: FrameFolder, name: str, min_overlap: float = 0.3, voxel:
         try:
             depth, K, pose = folder.depth_and_pose(i)
         except FrameError as err:
-            warnings.warn(f"ppkt pairs: frame skipped: {err}", stacklevel=2)
+            warnings.warn(f"ppkt overlaps: frame skipped: {err}", stacklevel=2)
             skipped += 1
             continue
         ids.append(frame_id)
@@ -94,12 +94,12 @@ def mine_folder(folder: FrameFolder, name: str, min_overlap: float = 0.3, voxel:
         if progress is not None:
             progress(1)
     m = overlap_matrix(points, radius)
-    pairs = [FramePair(name, ids[a], ids[b], float(m[a, b])) for a in range(len(ids)) for b in range(a + 1, len(ids))
+    pairs = [FrameOverlap(name, ids[a], ids[b], float(m[a, b])) for a in range(len(ids)) for b in range(a + 1, len(ids))
              if m[a, b] >= min_overlap]
     return pairs, skipped
 
 
-def write_pairs(path: str | os.PathLike, pairs: Iterable[FramePair]) -> Path:
+def write_overlaps(path: str | os.PathLike, pairs: Iterable[FrameOverlap]) -> Path:
     """The tab-separated pairs file, written atomically."""
     path = Path(path)
     with atomic_path(path) as tmp:
@@ -108,11 +108,11 @@ def write_pairs(path: str | os.PathLike, pairs: Iterable[FramePair]) -> Path:
     return path
 
 
-def read_pairs(path: str | os.PathLike) -> List[FramePair]:
-    """The pairs of a file written by `write_pairs` (FrameError naming the file and line when malformed)."""
+def read_overlaps(path: str | os.PathLike) -> List[FrameOverlap]:
+    """The pairs of a file written by `write_overlaps` (FrameError naming the file and line when malformed)."""
     path = Path(path)
     if not path.is_file():
-        raise FrameError(f"{path}: pairs file not found (make it with `ppkt pairs ROOT --out {path}`)")
+        raise FrameError(f"{path}: overlaps file not found (make it with `ppkt overlaps ROOT --out {path}`)")
     lines = path.read_text().splitlines()
     if not lines or tuple(lines[0].split("\t")) != HEADER:
         raise FrameError(f"{path}: the first line must be the header {chr(9).join(HEADER)!r}")
@@ -123,7 +123,7 @@ def read_pairs(path: str | os.PathLike) -> List[FramePair]:
         cells = line.split("\t")
         try:
             folder, a, b, overlap = cells
-            out.append(FramePair(folder, a, b, float(overlap)))
+            out.append(FrameOverlap(folder, a, b, float(overlap)))
         except ValueError:
             raise FrameError(f"{path}:{number}: expected 4 tab-separated fields folder, frame_a, frame_b, overlap; "
                              f"got {line!r}") from None

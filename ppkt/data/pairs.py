@@ -76,7 +76,7 @@ def make_sample(frame: RGBDFrame, data: DataConfig, aug: AugmentConfig, generato
                       t3d, points=bp.points[rep])
 
 
-class FramePairs(Dataset):
+class PixelPointFrames(Dataset):
     """All frames below `data.roots`; item key = (frame index, sample seed) -> PairSample.
 
     teacher_cache: samples also carry their cached teacher features (TeacherCacheError here if the cache does not

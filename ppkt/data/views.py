@@ -1,6 +1,6 @@
 """Two overlapping views of one scan for PointContrast (`loss.name=pointcontrast`).
 
-A sample is one row of a pairs file (`ppkt pairs`): frames a and b of a scan, each back-projected into the z-up
+A sample is one row of a pairs file (`ppkt overlaps`): frames a and b of a scan, each back-projected into the z-up
 world frame (`data.frame=world`, which needs the poses), augmented on its own (its own rotation about z and scale:
 the seed of view b is derived from view a's) and voxelised exactly as PPKT's samples are (`make_sample`). The
 matches are found before augmentation: voxel i of view a and voxel j of view b match when j's point is the nearest
@@ -18,7 +18,7 @@ from torch.utils.data import Dataset
 
 from ppkt.config import AugmentConfig, DataConfig
 from ppkt.data.frames import FrameError, FrameFolder, find_frame_folders, open_frame_folder
-from ppkt.data.overlap import FramePair, read_pairs
+from ppkt.data.overlap import FrameOverlap, read_overlaps
 from ppkt.data.pairs import PairSample, make_sample
 from ppkt.geometry.match import match_points
 
@@ -26,7 +26,7 @@ VIEW_B_SEED = 7919  # view b is drawn with seed * VIEW_B_SEED + 1: independent o
 
 
 @dataclass
-class ViewPair:
+class MatchedView:
     a: PairSample
     b: PairSample
     match_a: Tensor  # (m,) int64 voxel of view a
@@ -54,10 +54,10 @@ class ViewBatch:
                          self.match_a.to(device), self.match_b.to(device), self.views, self.skipped)
 
 
-class ViewPairs(Dataset):
-    """The pairs of `pairs_file` whose scan folders are found below `data.roots`; key (row, seed) -> ViewPair."""
+class MatchedViews(Dataset):
+    """The pairs of `overlaps_file` whose scan folders are found below `data.roots`; key (row, seed) -> MatchedView."""
 
-    def __init__(self, data: DataConfig, aug: AugmentConfig, pairs_file: str, match_radius: float = 1.5):
+    def __init__(self, data: DataConfig, aug: AugmentConfig, overlaps_file: str, match_radius: float = 1.5):
         if data.frame != "world":
             raise FrameError("pointcontrast matches the two views in world coordinates: set data.frame=world "
                              "(and give frames with poses)")
@@ -69,15 +69,15 @@ class ViewPairs(Dataset):
                                            max_depth=data.max_depth)
                 rel = path.relative_to(root).as_posix() if Path(path) != Path(root) else "."
                 folders[rel] = folders.get(rel, folder)
-        rows = read_pairs(pairs_file)
+        rows = read_overlaps(overlaps_file)
         missing = sorted({r.folder for r in rows} - set(folders))
         if missing:
-            raise FrameError(f"{pairs_file}: scan folder(s) {missing[:3]} not found below data.roots {list(data.roots)}")
+            raise FrameError(f"{overlaps_file}: scan folder(s) {missing[:3]} not found below data.roots {list(data.roots)}")
         self.folders = folders
-        self.rows: List[FramePair] = rows
+        self.rows: List[FrameOverlap] = rows
         self.frame_index = {name: {n: i for i, n in enumerate(f.names)} for name, f in folders.items()}
         if not self.rows:
-            raise FrameError(f"{pairs_file}: no pairs (lower --min-overlap when running `ppkt pairs`)")
+            raise FrameError(f"{overlaps_file}: no pairs (lower --min-overlap when running `ppkt overlaps`)")
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -85,12 +85,12 @@ class ViewPairs(Dataset):
     def view(self, folder: str, frame: str, seed: int) -> PairSample:
         index = self.frame_index[folder].get(frame)
         if index is None:
-            raise FrameError(f"{self.folders[folder].root}: frame {frame} of the pairs file not found")
+            raise FrameError(f"{self.folders[folder].root}: frame {frame} of the overlaps file not found")
         return make_sample(self.folders[folder][index], self.data, self.aug, torch.Generator().manual_seed(seed))
 
-    def __getitem__(self, key: Tuple[int, int]) -> ViewPair:
+    def __getitem__(self, key: Tuple[int, int]) -> MatchedView:
         """The views of pair `row` drawn with `seed`. A pair with an unusable frame or without matches is replaced by
-        the next usable row (the same in every run and process) and listed in the ViewPair's `replaced`."""
+        the next usable row (the same in every run and process) and listed in the MatchedView's `replaced`."""
         row, seed = key
         replaced: List[Tuple[str, str]] = []
         for step in range(len(self.rows)):
@@ -105,11 +105,11 @@ class ViewPairs(Dataset):
             except FrameError as err:
                 replaced.append((name, str(err)))
                 continue
-            return ViewPair(a, b, match_a, match_b, name, replaced)
+            return MatchedView(a, b, match_a, match_b, name, replaced)
         raise FrameError(f"none of the {len(self.rows)} pairs is usable; the first: {replaced[0][1]}")
 
 
-def collate_views(pairs: Sequence[ViewPair]) -> ViewBatch:
+def collate_views(pairs: Sequence[MatchedView]) -> ViewBatch:
     """Views a, b of pair p become batch entries 2p, 2p + 1; matches become rows of the concatenated voxels."""
     coords, feats, match_a, match_b, offset = [], [], [], [], 0
     for p, pair in enumerate(pairs):

@@ -12,33 +12,24 @@ its "val" scores) and eval/ (final evaluation on the val split, see ppkt.train.e
 """
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import List, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
-from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import DataLoader
 
-from ppkt.checkpoint import CheckpointError, load_checkpoint, load_state_strict, save_atomic
-from ppkt.config import config_to_dict, config_to_yaml
 from ppkt.data.scenes import (ClassSet, SceneError, SegScenes, collate_scenes, get_class_set, list_scenes, scene_classes,
                               select_scenes, select_scenes_stratified)
 from ppkt.models.segmentor import Segmentor, load_backbone
 from ppkt.models.sparse_unet import set_bn_momentum
-from ppkt.progress import Progress
-from ppkt.provenance import stamp
-from ppkt.train.distributed import Dist, training_process
+from ppkt.train.distributed import Dist
 from ppkt.train.evaluate import FINETUNE_FORMAT, class_colors, evaluate_model
 from ppkt.train.finetune_config import FinetuneConfig, validate_finetune
-from ppkt.train.interrupt import StopRequest
-from ppkt.train.logging import IterationTimer, MetricsLog, plot_loss_curve
 from ppkt.train.metrics import format_iou_table
-from ppkt.train.run_dir import FINETUNE_SAFE_KEYS, check_resume, start_run
-from ppkt.train.sampler import IterationBatchSampler, one_thread_worker
+from ppkt.train.run import RunFiles, Task, train
+from ppkt.train.run_dir import FINETUNE_SAFE_KEYS
 from ppkt.train.schedule import lambda_schedule, warmup_decay_factor
-from ppkt.train.step import optimizer_step
+
 
 def classes_to_dict(classes: ClassSet) -> dict:
     return {"name": classes.name, "names": list(classes.names), "segment_key": classes.segment_key,
@@ -94,161 +85,101 @@ def build_optimizer(cfg: FinetuneConfig, model: Segmentor):
     return opt, sched
 
 
-def finetune(cfg: FinetuneConfig, resume: bool = False, stop_after: Optional[int] = None, overwrite: bool = False) -> Path:
-    """Run (or resume) fine-tuning; returns the output folder. `stop_after` ends early (for tests).
+class Segmentation(Task):
+    """Semantic segmentation: a Segmentor on voxelised scenes, cross-entropy, mIoU on the val split."""
 
-    Checked before any work and before any folder is created: the config (`validate_finetune`), the output folder
-    (a new run never replaces an old one unless `overwrite`), and on `resume` the config against the checkpoint's
-    (only `FINETUNE_SAFE_KEYS` may change). SIGINT / SIGTERM stop after the current iteration, which is saved.
-    """
-    validate_finetune(cfg)
-    out = Path(cfg.train.out_dir)
-    start_run(out, out / "checkpoints" / "last.pt", resume, overwrite, "finetune")
-    with StopRequest() as stop_request, training_process(cfg.train.device, cfg.train.threads) as (d, device):
-        return _finetune(cfg, d, device, resume, stop_after, stop_request)
+    command, format, safe_keys = "finetune", FINETUNE_FORMAT, FINETUNE_SAFE_KEYS
+    title, curve_title, ylabel = "finetune", "fine-tuning (semantic segmentation)", "cross-entropy loss"
+    rate, score, score_name = "voxels_per_s", "miou", "mIoU"
 
+    def validate(self) -> None:
+        validate_finetune(self.cfg)
 
-def _finetune(cfg: FinetuneConfig, d: Dist, device: torch.device, resume: bool, stop_after: Optional[int],
-              stop_request: StopRequest) -> Path:
-    out = Path(cfg.train.out_dir)
-    ckpt_path, best_path = out / "checkpoints" / "last.pt", out / "checkpoints" / "best.pt"
-    state = load_checkpoint(ckpt_path, FINETUNE_FORMAT) if resume else None
-    if state is not None:
-        check_resume(state["config"], cfg, FINETUNE_SAFE_KEYS, ckpt_path)
-    classes = get_class_set(cfg.data.classes)
-    colors = class_colors(classes.num_classes, cfg.data.classes)  # those of a classes.json, else a palette
-    all_train = list_scenes(cfg.data.root, cfg.data.train_split, cfg.data.val_area)
-    train_scenes, chosen_how = select_training_scenes(cfg, all_train, classes)
-    names = [p.name for p in train_scenes]
-    labelled = None
-    if cfg.data.points_file:
-        from ppkt.data.few_labels import check_named_scenes, read_points_file
+    def build(self, d: Dist, device: torch.device, resumed: bool) -> None:
+        cfg = self.cfg
+        self.device = device
+        self.classes = classes = get_class_set(cfg.data.classes)
+        self.colors = class_colors(classes.num_classes, cfg.data.classes)  # those of a classes.json, else a palette
+        all_train = list_scenes(cfg.data.root, cfg.data.train_split, cfg.data.val_area)
+        train_scenes, chosen_how = select_training_scenes(cfg, all_train, classes)
+        self.train_scenes = names = [p.name for p in train_scenes]
+        labelled = None
+        if cfg.data.points_file:
+            from ppkt.data.few_labels import check_named_scenes, read_points_file
 
-        labelled = read_points_file(cfg.data.points_file)
-        check_named_scenes(list(labelled), [p.name for p in all_train], "data.points_file", cfg.data.points_file)
-    train_set = SegScenes(train_scenes, classes, cfg.data.voxel_size, train=True, augment=cfg.data.augment,
-                          max_voxels=cfg.data.max_voxels, limited_points=cfg.data.limited_points, seed=cfg.train.seed,
-                          labelled_points=labelled, labelled_points_file=cfg.data.points_file,
-                          features=cfg.data.features, color_dropout=cfg.data.color_dropout)
-    try:
-        val_scenes = list_scenes(cfg.data.root, cfg.data.val_split, cfg.data.val_area) if cfg.data.val_split else []
-    except SceneError as err:
-        raise SceneError(f"{err}\n(to train without validation set data.val_split='')") from None
-    val_set = SegScenes(val_scenes, classes, cfg.data.voxel_size, train=False, augment=False,
-                        features=cfg.data.features) if val_scenes else None
-    if state is not None and state["train_scenes"] != names:
-        raise CheckpointError(f"{ckpt_path}: trained on other scenes than data.root / label_fraction / stratified / seed select now "
-                              f"({len(state['train_scenes'])} vs {len(names)}); see {out / 'train_scenes.txt'}")
-
-    torch.manual_seed(cfg.train.seed)  # initial weights
-    model = build_model(cfg, classes.num_classes, device)
-    optimizer, scheduler = build_optimizer(cfg, model)
-    start, best = 0, {"iteration": 0, "miou": -1.0}
-    if state is not None:
-        load_state_strict(model, state["model"], ckpt_path, "model")
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        start, best = int(state["iteration"]), dict(state.get("best", best))
-        if d.main:
-            print(f"resuming {ckpt_path} at iteration {start}")
-    elif cfg.model.pretrained:
-        report = load_backbone(model, cfg.model.pretrained, cfg.data.features, cfg.model.adapt_input)
-        if d.main:
-            print(report.summary())
-    elif d.main:
-        print("training from scratch (no model.pretrained / --pretrained given)")
-    if d.main:
-        out.mkdir(parents=True, exist_ok=True)
-        if state is None:  # a resume never rewrites them
-            (out / "config.yaml").write_text(config_to_yaml(cfg))
-            (out / "train_scenes.txt").write_text("".join(n + "\n" for n in names))
-        print(f"training on {len(names)} of {len(all_train)} scenes ({cfg.data.train_split}; {chosen_how}), "
-              f"validating on {len(val_scenes)} ({cfg.data.val_split or 'none'}); {classes.num_classes} classes")
+            labelled = read_points_file(cfg.data.points_file)
+            check_named_scenes(list(labelled), [p.name for p in all_train], "data.points_file", cfg.data.points_file)
+        self.dataset = SegScenes(train_scenes, classes, cfg.data.voxel_size, train=True, augment=cfg.data.augment,
+                                 max_voxels=cfg.data.max_voxels, limited_points=cfg.data.limited_points,
+                                 seed=cfg.train.seed, labelled_points=labelled, labelled_points_file=cfg.data.points_file,
+                                 features=cfg.data.features, color_dropout=cfg.data.color_dropout)
+        self.collate = collate_scenes
+        try:
+            self.val_scenes = list_scenes(cfg.data.root, cfg.data.val_split, cfg.data.val_area) if cfg.data.val_split else []
+        except SceneError as err:
+            raise SceneError(f"{err}\n(to train without validation set data.val_split='')") from None
+        self.val = SegScenes(self.val_scenes, classes, cfg.data.voxel_size, train=False, augment=False,
+                             features=cfg.data.features) if self.val_scenes else None
+        torch.manual_seed(cfg.train.seed)  # initial weights
+        self.model = build_model(cfg, classes.num_classes, device)
+        self.optimizer, self.scheduler = build_optimizer(cfg, self.model)
+        if not resumed:
+            self.say(load_backbone(self.model, cfg.model.pretrained, cfg.data.features, cfg.model.adapt_input).summary()
+                     if cfg.model.pretrained else "training from scratch (no model.pretrained / --pretrained given)")
+        self.say(f"training on {len(names)} of {len(all_train)} scenes ({cfg.data.train_split}; {chosen_how}), "
+                 f"validating on {len(self.val_scenes)} ({cfg.data.val_split or 'none'}); {classes.num_classes} classes")
         if cfg.model.freeze_backbone:
-            print(f"linear probe: backbone frozen (batch-norm statistics adapt), training the head only "
-                  f"({sum(p.numel() for p in model.head.parameters())} parameters)")
+            self.say(f"linear probe: backbone frozen (batch-norm statistics adapt), training the head only "
+                     f"({sum(p.numel() for p in self.model.head.parameters())} parameters)")
 
-    def checkpoint(done: int) -> dict:
-        return {"format": FINETUNE_FORMAT, "version": 1, "iteration": done, "config": config_to_dict(cfg),
-                "classes": classes_to_dict(classes), "class_colors": colors.tolist(), "train_scenes": names,
-                "model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                "best": best, "ppkt": stamp()}
+    def loss(self, net, batch, it, device):
+        batch = batch.to(device)
+        logits = net(batch.feats, batch.coords, batch.batch_size)
+        labelled = batch.labels >= 0
+        self.last = logits.detach(), batch.labels, labelled
+        # a batch without any labelled voxel (possible with limited_points) still steps, with a zero loss
+        return F.cross_entropy(logits, batch.labels, ignore_index=-1) if labelled.any() else logits.sum() * 0.0
 
-    def save(done: int) -> None:
-        if d.main:
-            save_atomic(checkpoint(done), ckpt_path)
-        d.barrier()
+    def count(self, batch) -> int:
+        return batch.coords.shape[0]
 
-    def validated(done: int, s: dict) -> None:
-        """Log the val scores of iteration `done`; keep the best model so far in best.pt (main process)."""
-        log.log(done, {"val_miou": s["miou"], "val_macc": s["macc"], "val_allacc": s["allacc"]})
-        if s["miou"] > best["miou"]:
-            best.update(iteration=done, miou=s["miou"])
-            save_atomic({**checkpoint(done), "val": {"miou": s["miou"], "macc": s["macc"], "allacc": s["allacc"]}}, best_path)
+    def log_values(self, loss, lrs, d):
+        logits, labels, labelled = self.last
+        acc = (logits.argmax(1)[labelled] == labels[labelled]).float().mean().item() if labelled.any() else float("nan")
+        return {"loss": loss.item(), "lr": lrs.get("backbone", 0.0), "head_lr": lrs["head"], "train_voxel_acc": acc}
 
-    stop = cfg.train.iterations if stop_after is None else min(cfg.train.iterations, stop_after)
-    sampler = IterationBatchSampler(len(train_set), cfg.train.batch_size, cfg.train.seed, start, stop, d.rank, d.world_size)
-    loader = DataLoader(train_set, batch_sampler=sampler, collate_fn=collate_scenes, num_workers=cfg.train.workers,
-                        worker_init_fn=one_thread_worker, pin_memory=device.type == "cuda", persistent_workers=False)
-    net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None) if d.world_size > 1 else model
-    log = MetricsLog(out, start) if d.main else None
-    if start:
-        stop_request.already_saved = f"the checkpoint of iteration {start} ({ckpt_path})"
-    t_last, voxels_since, timer = time.perf_counter(), 0, IterationTimer()
-    model.train()
-    with Progress(cfg.train.iterations, "finetune", initial=start, enabled=d.main) as progress:
-        for it, batch in zip(range(start, stop), loader):
-            timer.batch_ready()
-            batch = batch.to(device)
-            logits = net(batch.feats, batch.coords, batch.batch_size)
-            labelled = batch.labels >= 0
-            # a batch without any labelled voxel (possible with limited_points) still steps, with a zero loss
-            loss = F.cross_entropy(logits, batch.labels, ignore_index=-1) if labelled.any() else logits.sum() * 0.0
-            used = optimizer_step(loss, optimizer, scheduler, it, "lower optim.lr")
-            lrs = {g["name"]: lr for g, lr in zip(optimizer.param_groups, used)}  # those of this iteration
-            timer.step_done()
-            voxels_since += batch.coords.shape[0] * d.world_size
-            progress.update(1)
-            done = it + 1
-            if d.main and (done % cfg.train.log_every == 0 or done == stop or it == start):
-                now = time.perf_counter()
-                acc = (logits.argmax(1)[labelled] == batch.labels[labelled]).float().mean().item() if labelled.any() else float("nan")
-                values = {"loss": loss.item(), "lr": lrs.get("backbone", 0.0), "head_lr": lrs["head"],
-                          "train_voxel_acc": acc, "voxels_per_s": voxels_since / max(now - t_last, 1e-9), **timer.report()}
-                t_last, voxels_since = now, 0
-                log.log(done, values)
-                # a linear probe trains its head only: its line shows the head's rate (the frozen backbone's is 0)
-                progress.report(done, loss=values["loss"], lr=values["head_lr"] if cfg.model.freeze_backbone else values["lr"])
-            if val_set is not None and cfg.train.eval_every and done % cfg.train.eval_every == 0 and done < cfg.train.iterations:
-                if d.main:
-                    s = evaluate_model(model, val_set, classes.names, device, workers=cfg.train.workers,
-                                       split=cfg.data.val_split, progress=False)
-                    validated(done, s)
-                    progress.write(f"iteration {done}: {cfg.data.val_split} mIoU {100 * s['miou']:.2f}  "
-                                   f"mAcc {100 * s['macc']:.2f}  allAcc {100 * s['allacc']:.2f}  "
-                                   f"(best: iteration {best['iteration']}, mIoU {100 * best['miou']:.2f})")
-                d.barrier()
-            saved_now = done % cfg.train.checkpoint_every == 0 or done == stop
-            if saved_now:
-                save(done)
-            stop_request.after_iteration(done, stop, cfg.train.iterations, saved_now, save, ckpt_path,
-                                         f"ppkt finetune --config {out / 'config.yaml'} --resume", device,
-                                         log.close if d.main else lambda: None)
-            timer.iteration_done()
-    if d.main:
-        finished = stop == cfg.train.iterations and val_set is not None
-        if finished:
-            s = evaluate_model(model, val_set, classes.names, device, out_dir=out / "eval", scene_dirs=val_scenes,
-                               ply=cfg.train.eval_ply, workers=cfg.train.workers, split=cfg.data.val_split, colors=colors)
-            validated(stop, s)
-            save_atomic(checkpoint(stop), ckpt_path)  # last.pt records the final best too
-            print(format_iou_table(s))
-        log.close()
-        plot_loss_curve(out / "metrics.jsonl", out / "loss_curve.png", title="fine-tuning (semantic segmentation)",
-                        ylabel="cross-entropy loss", smooth=True)
-        print(f"checkpoint: {ckpt_path}\nmetrics: {out / 'metrics.jsonl'}  curve: {out / 'loss_curve.png'}"
-              + (f"\nevaluation: {out / 'eval'}" if finished else ""))
-        if best["iteration"]:
-            print(f"best on {cfg.data.val_split}: iteration {best['iteration']}, mIoU {100 * best['miou']:.2f}: {best_path}")
-    d.barrier()
-    return out
+    def report(self, values):
+        # a linear probe trains its head only: its line shows the head's rate (the frozen backbone's is 0)
+        return {"loss": values["loss"], "lr": values["head_lr"] if self.cfg.model.freeze_backbone else values["lr"]}
+
+    def evaluate(self, out_dir):
+        cfg = self.cfg
+        if out_dir is None:
+            return evaluate_model(self.model, self.val, self.classes.names, self.device, workers=cfg.train.workers,
+                                  split=cfg.data.val_split, progress=False)
+        return evaluate_model(self.model, self.val, self.classes.names, self.device, out_dir=out_dir,
+                              scene_dirs=self.val_scenes, ply=cfg.train.eval_ply, workers=cfg.train.workers,
+                              split=cfg.data.val_split, colors=self.colors)
+
+    def val_values(self, s):
+        return {"val_miou": s["miou"], "val_macc": s["macc"], "val_allacc": s["allacc"]}
+
+    def best_values(self, s):
+        return {"miou": s["miou"], "macc": s["macc"], "allacc": s["allacc"]}
+
+    def val_line(self, s):
+        return (f"{self.cfg.data.val_split} mIoU {100 * s['miou']:.2f}  mAcc {100 * s['macc']:.2f}  "
+                f"allAcc {100 * s['allacc']:.2f}")
+
+    def table(self, s):
+        return format_iou_table(s)
+
+    def fields(self):
+        return {"classes": classes_to_dict(self.classes), "class_colors": self.colors.tolist()}
+
+
+def finetune(cfg: FinetuneConfig, resume: bool = False, stop_after: Optional[int] = None, overwrite: bool = False) -> Path:
+    """Run (or resume) fine-tuning (`ppkt.train.run.train`); returns the output folder. `stop_after` ends early (for
+    tests). Checked before any work and before any folder is created: the config (`validate_finetune`), the output
+    folder, and on `resume` the config against the checkpoint's (only `FINETUNE_SAFE_KEYS` may change)."""
+    return train(Segmentation(cfg, RunFiles.in_folder(cfg.train.out_dir)), resume, stop_after, overwrite)

@@ -5,7 +5,7 @@ import json
 import os
 import time
 from pathlib import Path
-from typing import Dict, List
+from typing import Dict, List, Optional
 
 import numpy as np
 from torch.utils.tensorboard import SummaryWriter
@@ -14,24 +14,27 @@ from ppkt.atomic import atomic_path
 
 
 class MetricsLog:
-    """Appends {"iteration": i, ...} records (i = iterations done) to `metrics.jsonl`; on resume from
-    iteration `start`, records after it (written after the checkpoint) are dropped."""
+    """Appends {"iteration": i, ...} records (i = iterations done) to the JSON-lines file `path` (and TensorBoard
+    scalars to the folder `tensorboard`, if given); on resume from iteration `start`, records after it (written after
+    the checkpoint) are dropped."""
 
-    def __init__(self, out_dir: str | Path, start: int = 0):
-        self.path = Path(out_dir) / "metrics.jsonl"
+    def __init__(self, path: str | Path, start: int = 0, tensorboard: Optional[str | Path] = None):
+        self.path = Path(path)
         kept = [r for r in read_metrics(self.path) if r["iteration"] <= start] if start else []
         with atomic_path(self.path) as tmp:  # a stop during the rewrite keeps the old records
             tmp.write_text("".join(json.dumps(r) + "\n" for r in kept))
-        self.tb = SummaryWriter(str(Path(out_dir) / "tensorboard"), purge_step=start + 1 if start else None)
+        self.tb = SummaryWriter(str(tensorboard), purge_step=start + 1 if start else None) if tensorboard else None
 
     def log(self, iteration: int, values: Dict[str, float]) -> None:
         with self.path.open("a") as f:
             f.write(json.dumps({"iteration": iteration, **values}) + "\n")
         for key, value in values.items():
-            self.tb.add_scalar(key, value, iteration)
+            if self.tb is not None:
+                self.tb.add_scalar(key, value, iteration)
 
     def close(self) -> None:
-        self.tb.close()
+        if self.tb is not None:
+            self.tb.close()
 
 
 class IterationTimer:

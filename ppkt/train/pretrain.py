@@ -7,20 +7,18 @@ from __future__ import annotations
 
 import math
 import sys
-import time
 from pathlib import Path
 from typing import Callable, List, Optional, Set, Tuple
 
 import torch
-from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
-from ppkt.checkpoint import BACKBONE_FORMAT, PRETRAIN_FORMAT, load_checkpoint, load_state_strict, save_atomic
-from ppkt.config import ConfigError, PretrainConfig, config_to_dict, config_to_yaml, validate_pretrain
+from ppkt.checkpoint import BACKBONE_FORMAT, PRETRAIN_FORMAT, save_atomic
+from ppkt.config import ConfigError, PretrainConfig, validate_pretrain
 from ppkt.data.features import in_channels
-from ppkt.data.pairs import FramePairs, collate_pairs
+from ppkt.data.pairs import PixelPointFrames, collate_pairs
 from ppkt.data.teacher_cache import TeacherCache
-from ppkt.data.views import ViewPairs, collate_views
+from ppkt.data.views import MatchedViews, collate_views
 from ppkt.models.baselines import CRD, ENCODER, FRAME_LEVEL, PPKD, GlobalKD, Gupta
 from ppkt.models.heads import UPL, Projection3D
 from ppkt.models.catalog import teacher_key
@@ -29,15 +27,11 @@ from ppkt.models.ppkt import PPKT
 from ppkt.models.sparse_unet import build_sparse_unet
 from ppkt.models.seg_teacher import load_seg_teacher
 from ppkt.models.teacher import ImageClassifier, build_teacher
-from ppkt.progress import Progress
 from ppkt.provenance import stamp
-from ppkt.train.distributed import Dist, mixed_precision, sync_batchnorm, training_process
-from ppkt.train.interrupt import StopRequest
-from ppkt.train.logging import IterationTimer, MetricsLog, plot_loss_curve
-from ppkt.train.run_dir import PRETRAIN_SAFE_KEYS, check_resume, start_run
-from ppkt.train.sampler import IterationBatchSampler, one_thread_worker
+from ppkt.train.distributed import Dist, mixed_precision, sync_batchnorm
+from ppkt.train.run import RunFiles, Task, train
+from ppkt.train.run_dir import PRETRAIN_SAFE_KEYS
 from ppkt.train.schedule import exponential_factor, lambda_schedule
-from ppkt.train.step import optimizer_step
 
 def build_model(cfg: PretrainConfig) -> torch.nn.Module:
     """From a validated config: loss.name=ppnce: teacher (frozen) + student + g2D (UPL, or PL for loss.projection=pl)
@@ -76,8 +70,8 @@ def build_model(cfg: PretrainConfig) -> torch.nn.Module:
 def build_dataset(cfg: PretrainConfig, cache: Optional[TeacherCache]) -> Tuple[Dataset, Callable]:
     """The training samples and their collate function for loss.name."""
     if cfg.loss.name == "pointcontrast":
-        return ViewPairs(cfg.data, cfg.augment, cfg.data.pairs, cfg.loss.match_radius), collate_views
-    return FramePairs(cfg.data, cfg.augment, cache), collate_pairs
+        return MatchedViews(cfg.data, cfg.augment, cfg.data.overlaps, cfg.loss.match_radius), collate_views
+    return PixelPointFrames(cfg.data, cfg.augment, cache), collate_pairs
 
 
 def trainable(model: torch.nn.Module) -> torch.nn.ModuleDict:
@@ -110,117 +104,92 @@ def backbone_export(cfg: PretrainConfig, model: torch.nn.Module, iteration: int,
             "channels": list(model.student.channels), "state_dict": state, "pretrain": about}
 
 
+class Pretraining(Task):
+    """PPKT pretraining (and the baselines of loss.name): frames -> pixel-point pairs -> the loss of `build_model`.
+    Every save also writes backbone.pth, the student for fine-tuning (`backbone_export`)."""
+
+    command, format, safe_keys = "pretrain", PRETRAIN_FORMAT, PRETRAIN_SAFE_KEYS
+    title, rate = "pretrain", "frames_per_s"
+    hint = "lower optim.lr or check the input frames"
+    smooth = False
+
+    def __init__(self, cfg: PretrainConfig, files: RunFiles):
+        super().__init__(cfg, files)
+        self.curve_title, self.ylabel = f"pretraining ({cfg.loss.name})", f"{cfg.loss.name} loss"
+        self.bad_frames: Set[str] = set()  # unusable frames this process replaced (each counted once)
+        self.last_loss: Optional[float] = None  # the loss of the last iteration, for the files' metadata
+
+    def validate(self) -> None:
+        validate_pretrain(self.cfg)
+
+    def build(self, d: Dist, device: torch.device, resumed: bool) -> None:
+        cfg = self.cfg
+        cache = TeacherCache(cfg.teacher.cache) if cfg.teacher.cache else None  # precomputed teacher features
+        self.dataset, self.collate = build_dataset(cfg, cache)  # first: a wrong data path is the most common error
+        torch.manual_seed(cfg.train.seed)  # initial weights
+        self.model = model = build_model(cfg).to(device)
+        model.student = sync_batchnorm(model.student, cfg.train.sync_bn, d)  # before DDP and the optimiser
+        if cache is not None:
+            cache.check_teacher(model.teacher)  # made by these very teacher weights
+        params = [p for p in trainable(model).parameters() if p.requires_grad]
+        self.optimizer = torch.optim.SGD(params, lr=cfg.optim.lr, momentum=cfg.optim.momentum,
+                                         weight_decay=cfg.optim.weight_decay)
+        self.scheduler = exponential_schedule(self.optimizer, cfg.optim.lr_gamma, cfg.optim.lr_step)
+        self.amp, self.scaler = mixed_precision(cfg.train.amp, cfg.train.amp_dtype, device)
+        self.d = d
+
+    def trained(self) -> torch.nn.Module:
+        return trainable(self.model)
+
+    def loss(self, net, batch, it, device):
+        for frame, reason in batch.skipped:
+            if frame not in self.bad_frames:
+                self.bad_frames.add(frame)
+                self.write(f"warning: unusable frame replaced by the next usable one: {frame}: {reason}")
+        with self.amp:
+            loss = net(batch.to(device), torch.Generator().manual_seed(self.cfg.train.seed * 1_000_003 + it))
+        self.last_loss = float(loss.detach()) if torch.isfinite(loss.detach()) else None
+        return loss
+
+    def count(self, batch) -> int:
+        return batch.batch_size
+
+    def log_values(self, loss, lrs, d):
+        skipped = count_distinct(self.bad_frames, d)  # every process takes part
+        return {"loss": loss.item(), "lr": next(iter(lrs.values())), "skipped_frames": skipped}
+
+    def report(self, values):
+        return {"loss": values["loss"], "lr": values["lr"], "fps": values["frames_per_s"]}
+
+    def fields(self):
+        return {"loss": self.last_loss}
+
+    def saved(self, done: int) -> None:
+        save_atomic(backbone_export(self.cfg, self.model, done, len(self.dataset), self.last_loss),
+                    self.files.folder / "backbone.pth")
+
+    def after_loop(self, d: Dist) -> None:
+        self.skipped = count_distinct(self.bad_frames, d)
+
+    def chance(self, d: Dist) -> Optional[float]:
+        l = self.cfg.loss
+        pixels = l.n_sub * (d.world_size if l.gather_negatives else 1)  # candidates of each point
+        return math.log(pixels) if l.name in ("ppnce", "pointcontrast") else None  # an uninformed model's loss
+
+    def summary(self, finished: bool) -> List[str]:
+        if self.skipped:
+            print(f"replaced {self.skipped} unusable frame(s) by usable ones; see the warnings above", file=sys.stderr)
+        f = self.files
+        return [f"checkpoint: {f.last}", f"backbone for fine-tuning: {f.folder / 'backbone.pth'}",
+                f"metrics: {f.metrics}  curve: {f.curve}"]
+
+
 def pretrain(cfg: PretrainConfig, resume: bool = False, stop_after: Optional[int] = None, overwrite: bool = False) -> Path:
-    """Run (or resume) pretraining; returns the output folder. `stop_after` ends early (for tests).
-
-    Checked before any work and before any folder is created: the config (`validate_pretrain`), the output folder
-    (a new run never replaces an old one unless `overwrite`), and on `resume` the config against the checkpoint's
-    (only `PRETRAIN_SAFE_KEYS` may change). SIGINT / SIGTERM stop after the current iteration, which is saved.
-    """
-    validate_pretrain(cfg)
-    out = Path(cfg.train.out_dir)
-    ckpt_path = out / "checkpoints" / "last.pt"
-    start_run(out, ckpt_path, resume, overwrite, "pretrain")
-    with StopRequest() as stop_request, training_process(cfg.train.device, cfg.train.threads) as (d, device):
-        return _pretrain(cfg, d, device, resume, stop_after, stop_request)
-
-
-def _pretrain(cfg: PretrainConfig, d: Dist, device: torch.device, resume: bool, stop_after: Optional[int],
-              stop_request: StopRequest) -> Path:
-    out = Path(cfg.train.out_dir)
-    ckpt_path = out / "checkpoints" / "last.pt"
-    state = load_checkpoint(ckpt_path, PRETRAIN_FORMAT) if resume else None
-    if state is not None:
-        check_resume(state["config"], cfg, PRETRAIN_SAFE_KEYS, ckpt_path)
-    cache = TeacherCache(cfg.teacher.cache) if cfg.teacher.cache else None  # precomputed teacher features
-    dataset, collate = build_dataset(cfg, cache)  # first: a wrong data path is the most common error
-    torch.manual_seed(cfg.train.seed)  # initial weights
-    model = build_model(cfg).to(device)
-    model.student = sync_batchnorm(model.student, cfg.train.sync_bn, d)  # before DDP and the optimiser
-    if cache is not None:
-        cache.check_teacher(model.teacher)  # made by these very teacher weights
-    params = [p for p in trainable(model).parameters() if p.requires_grad]
-    optimizer = torch.optim.SGD(params, lr=cfg.optim.lr, momentum=cfg.optim.momentum, weight_decay=cfg.optim.weight_decay)
-    scheduler = exponential_schedule(optimizer, cfg.optim.lr_gamma, cfg.optim.lr_step)
-    amp, scaler = mixed_precision(cfg.train.amp, cfg.train.amp_dtype, device)
-    start = 0
-    if state is not None:
-        load_state_strict(trainable(model), state["model"], ckpt_path, "model")
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        if state.get("scaler"):
-            scaler.load_state_dict(state["scaler"])  # mixed precision: the loss scale continues too
-        start = int(state["iteration"])
-    if d.main:
-        out.mkdir(parents=True, exist_ok=True)
-        if state is None:
-            (out / "config.yaml").write_text(config_to_yaml(cfg))  # a resume never rewrites it
-
-    last_loss: list = [None]  # the loss of the last iteration, for the files' metadata
-
-    def save(done: int) -> None:
-        if d.main:
-            save_atomic({"format": PRETRAIN_FORMAT, "version": 1, "iteration": done, "config": config_to_dict(cfg),
-                         "model": trainable(model).state_dict(), "optimizer": optimizer.state_dict(),
-                         "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(), "ppkt": stamp(),
-                         "loss": last_loss[0]}, ckpt_path)
-            save_atomic(backbone_export(cfg, model, done, len(dataset), last_loss[0]), out / "backbone.pth")
-        d.barrier()
-
-    stop = cfg.train.iterations if stop_after is None else min(cfg.train.iterations, stop_after)
-    sampler = IterationBatchSampler(len(dataset), cfg.train.batch_size, cfg.train.seed, start, stop, d.rank, d.world_size)
-    loader = DataLoader(dataset, batch_sampler=sampler, collate_fn=collate, num_workers=cfg.train.workers,
-                        worker_init_fn=one_thread_worker, pin_memory=device.type == "cuda", persistent_workers=False)
-    net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None) if d.world_size > 1 else model
-    log = MetricsLog(out, start) if d.main else None
-    bad_frames: Set[str] = set()  # unusable frames this process replaced (each counted once)
-    if start:
-        stop_request.already_saved = f"the checkpoint of iteration {start} ({ckpt_path})"
-    t_last, frames_since, timer = time.perf_counter(), 0, IterationTimer()
-    model.train()
-    with Progress(cfg.train.iterations, "pretrain", initial=start, enabled=d.main) as progress:
-        for it, batch in zip(range(start, stop), loader):
-            timer.batch_ready()
-            for frame, reason in batch.skipped:
-                if frame not in bad_frames:
-                    bad_frames.add(frame)
-                    progress.write(f"warning: unusable frame replaced by the next usable one: {frame}: {reason}")
-            with amp:
-                loss = net(batch.to(device), torch.Generator().manual_seed(cfg.train.seed * 1_000_003 + it))
-            optimizer_step(loss, optimizer, scheduler, it, "lower optim.lr or check the input frames", scaler)
-            last_loss[0] = float(loss.detach())
-            timer.step_done()
-            frames_since += batch.batch_size * d.world_size
-            done = it + 1
-            progress.update(1)
-            if done % cfg.train.log_every == 0 or done == stop or it == start:
-                skipped = count_distinct(bad_frames, d)  # every process takes part
-                if d.main:
-                    now = time.perf_counter()
-                    fps = frames_since / max(now - t_last, 1e-9)
-                    t_last, frames_since = now, 0
-                    values = {"loss": loss.item(), "lr": optimizer.param_groups[0]["lr"], "frames_per_s": fps,
-                              "skipped_frames": skipped, **timer.report()}
-                    log.log(done, values)
-                    progress.report(done, loss=values["loss"], lr=values["lr"], fps=fps)
-            saved_now = done % cfg.train.checkpoint_every == 0 or done == stop
-            if saved_now:
-                save(done)
-            stop_request.after_iteration(done, stop, cfg.train.iterations, saved_now, save, ckpt_path,
-                                         f"ppkt pretrain --config {out / 'config.yaml'} --resume", device,
-                                         log.close if d.main else lambda: None)
-            timer.iteration_done()
-    skipped = count_distinct(bad_frames, d)
-    if d.main:
-        log.close()
-        pixels = cfg.loss.n_sub * (d.world_size if cfg.loss.gather_negatives else 1)  # candidates of each point
-        contrastive = cfg.loss.name in ("ppnce", "pointcontrast")  # chance: log(candidates) of an uninformed model
-        plot_loss_curve(out / "metrics.jsonl", out / "loss_curve.png", title=f"pretraining ({cfg.loss.name})",
-                        chance=math.log(pixels) if contrastive else None, ylabel=f"{cfg.loss.name} loss")
-        if skipped:
-            print(f"replaced {skipped} unusable frame(s) by usable ones; see the warnings above", file=sys.stderr)
-        print(f"checkpoint: {ckpt_path}\nbackbone for fine-tuning: {out / 'backbone.pth'}\nmetrics: {out / 'metrics.jsonl'}  curve: {out / 'loss_curve.png'}")
-    return out
+    """Run (or resume) pretraining (`ppkt.train.run.train`); returns the output folder. `stop_after` ends early (for
+    tests). Checked before any work and before any folder is created: the config (`validate_pretrain`), the output
+    folder, and on `resume` the config against the checkpoint's (only `PRETRAIN_SAFE_KEYS` may change)."""
+    return train(Pretraining(cfg, RunFiles.in_folder(cfg.train.out_dir, exports=("backbone.pth",))), resume,
+                 stop_after, overwrite)
 
 
 def count_distinct(frames: Set[str], d: Dist) -> int:

@@ -11,12 +11,12 @@ import hashlib
 import json
 import shutil
 from pathlib import Path
-from typing import Any, Dict, Iterable, List, Mapping
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence
 
 from omegaconf import OmegaConf
 
 from ppkt.atomic import write_json
-from ppkt.config import ConfigError, config_to_dict
+from ppkt.config import ConfigError, config_to_dict, upgrade_saved
 
 # keys that may change on --resume: they say how long and where the run goes on, not what it computes
 PRETRAIN_SAFE_KEYS = ("train.iterations", "train.log_every", "train.checkpoint_every", "train.workers", "train.threads",
@@ -30,8 +30,10 @@ RUN_FILES = ("checkpoints", "tensorboard", "eval", "metrics.jsonl", "config.yaml
              "train_scenes.txt")
 
 
-def start_run(out: Path, checkpoint: Path, resume: bool, overwrite: bool, command: str) -> None:
-    """Refuse to start a new run where one exists (unless `overwrite`, which deletes the old run's files)."""
+def start_run(out: Path, checkpoint: Path, resume: bool, overwrite: bool, command: str,
+              owned: Optional[Sequence[Path]] = None, place: str = "train.out_dir") -> None:
+    """Refuse to start a new run where one exists (unless `overwrite`, which deletes the old run's files: `owned`,
+    by default RUN_FILES in `out`). `place` names the setting that chooses the output."""
     if resume:
         if overwrite:
             raise ConfigError("--resume and --overwrite contradict each other: choose one")
@@ -42,9 +44,8 @@ def start_run(out: Path, checkpoint: Path, resume: bool, overwrite: bool, comman
         return
     if not overwrite:
         raise ConfigError(f"{out}: already holds a run ({checkpoint}); continue it with `ppkt {command} ... --resume`, "
-                          "choose another train.out_dir, or pass --overwrite to delete that run and start over")
-    for name in RUN_FILES:
-        path = out / name
+                          f"choose another {place}, or pass --overwrite to delete that run and start over")
+    for path in owned if owned is not None else [out / name for name in RUN_FILES]:
         if path.is_dir():
             shutil.rmtree(path)
         elif path.exists():
@@ -76,7 +77,7 @@ def check_resume(saved: Mapping[str, Any], cfg: Any, safe: Iterable[str], checkp
     The saved config is merged onto the schema's defaults first, so a key added to ppkt after the run started
     compares equal at its default.
     """
-    saved = OmegaConf.to_container(OmegaConf.merge(OmegaConf.structured(type(cfg)), dict(saved)))
+    saved = OmegaConf.to_container(OmegaConf.merge(OmegaConf.structured(type(cfg)), upgrade_saved(saved)))
     changes = config_changes(saved, config_to_dict(cfg), safe)
     if changes:
         raise ConfigError(f"{checkpoint}: the run was made with another config; --resume may change only "

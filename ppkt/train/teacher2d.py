@@ -10,9 +10,9 @@ describes the dataset layout), and its backbone is then the frozen PPKT teacher:
 """
 from __future__ import annotations
 
-import json
 import os
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
@@ -20,33 +20,157 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
-from torch.utils.data import DataLoader
 
+from ppkt.checkpoint import save_atomic
 from ppkt.data.labels2d import SegFrames, Teacher2DDataError, read_classes
+from ppkt.device import pick_device
 from ppkt.models.catalog import teacher_key
 from ppkt.models.seg_teacher import SEG_ARCHS, SEG_TEACHER_VERSION, SegTeacher, load_seg_teacher
 from ppkt.models.teacher import TEACHER_CKPT_FORMAT
-from ppkt.checkpoint import save_atomic
 from ppkt.progress import Progress
 from ppkt.provenance import stamp
 # Defaults of `train_teacher2d` (see its docstring for why); DEFAULT_IMAGE_SIZE / DEFAULT_SCALE_RANGE are SegFrames'.
 from ppkt.teacher2d_defaults import (DEFAULT_BATCH_SIZE, DEFAULT_IMAGE_SIZE, DEFAULT_ITERATIONS, DEFAULT_LR,
                                      DEFAULT_SCALE_RANGE)
-from ppkt.device import pick_device
-from ppkt.train.logging import plot_loss_curve
+from ppkt.train.distributed import Dist
+from ppkt.train.logging import read_metrics
 from ppkt.train.metrics import confusion_matrix, segmentation_metrics
-from ppkt.train.sampler import IterationBatchSampler, one_thread_worker
+from ppkt.train.run import RunFiles, Task, train
 from ppkt.train.schedule import lambda_schedule, warmup_decay_factor
-from ppkt.train.step import optimizer_step
 
-__all__ = ["train_teacher2d", "evaluate_teacher2d", "side_files"]
+__all__ = ["train_teacher2d", "evaluate_teacher2d", "side_files", "Teacher2DConfig"]
 
 
 # ------------------------------------------------------------------------------------------------- training
+TEACHER2D_RUN_FORMAT = "ppkt-teacher2d-run"  # the resumable state beside the checkpoint (<stem>.last.pt)
+TEACHER2D_SAFE_KEYS = ("train.workers", "train.threads", "train.device", "train.log_every", "train.checkpoint_every")
+
+
+@dataclass
+class Teacher2DTrainConfig:
+    iterations: int = DEFAULT_ITERATIONS
+    batch_size: int = DEFAULT_BATCH_SIZE
+    seed: int = 0
+    workers: int = 0
+    device: str = "auto"
+    threads: int = 0  # torch CPU threads, 0 = torch's default
+    log_every: int = 1
+    checkpoint_every: int = 100
+    out: str = "runs/teacher2d.pt"  # the teacher checkpoint (run files beside it: <stem>.last.pt, .metrics.jsonl, ...)
+
+
+@dataclass
+class Teacher2DConfig:
+    """Everything `train_teacher2d` trains with (saved beside the checkpoint as <stem>.config.yaml; a resume checks it)."""
+
+    data: str = ""  # dataset root (ppkt.data.labels2d)
+    arch: str = "resnet18"
+    backbone_weights: str = "none"  # none | imagenet | a checkpoint
+    lr: float = DEFAULT_LR
+    weight_decay: float = 1e-2
+    warmup: int = 0  # iterations of linear warmup
+    image_size: List[int] = field(default_factory=lambda: list(DEFAULT_IMAGE_SIZE))  # [H, W] pixels
+    scale_range: List[float] = field(default_factory=lambda: list(DEFAULT_SCALE_RANGE))
+    eval_split: Optional[str] = "val"
+    train: Teacher2DTrainConfig = field(default_factory=Teacher2DTrainConfig)
+
+
 def side_files(out_file: str | os.PathLike) -> Tuple[Path, Path]:
     """(metrics JSONL, loss-curve PNG) written beside a teacher checkpoint: <stem>.metrics.jsonl, <stem>.loss.png."""
     out = Path(out_file)
     return out.with_name(out.stem + ".metrics.jsonl"), out.with_name(out.stem + ".loss.png")
+
+
+def teacher_files(out_file: str | os.PathLike) -> RunFiles:
+    """A teacher run's files: the checkpoint `out_file` and, beside it, <stem>.last.pt (resumable state),
+    <stem>.metrics.jsonl, <stem>.loss.png and <stem>.config.yaml."""
+    out = Path(out_file)
+    metrics, curve = side_files(out)
+    beside = lambda suffix: out.with_name(out.stem + suffix)  # noqa: E731
+    return RunFiles(out.parent, beside(".last.pt"), None, metrics, None, curve, beside(".config.yaml"), None,
+                    beside(".eval"), (out,))
+
+
+class Teacher2D(Task):
+    """A ResNet-FCN on rendered frames' 2D labels: pixel cross-entropy (ignore_index excluded), AdamW, linear warmup
+    then poly 0.9 decay; at the end the val split's mIoU and the teacher checkpoint (`TEACHER_CKPT_FORMAT`)."""
+
+    format, safe_keys, rate, ylabel = TEACHER2D_RUN_FORMAT, TEACHER2D_SAFE_KEYS, "images_per_s", "cross-entropy loss"
+    command = "teacher train"
+    hint = "lower the learning rate"
+
+    def __init__(self, cfg: Teacher2DConfig, quiet: bool = False):
+        super().__init__(cfg, teacher_files(cfg.train.out))
+        self.title = f"teacher2d {cfg.arch}"
+        self.curve_title = f"2D segmentation teacher ({cfg.arch})"
+        self.report_every = max(1, cfg.train.iterations // 20)  # a progress line every 5% in a log file
+        self.quiet = quiet
+
+    def resume_command(self) -> str:
+        return f"ppkt teacher train --data {self.cfg.data} --out {self.cfg.train.out}"
+
+    def validate(self) -> None:
+        c, t = self.cfg, self.cfg.train
+        if c.arch not in SEG_ARCHS:
+            raise ValueError(f"Unknown segmentation teacher arch '{c.arch}'; choose one of {SEG_ARCHS}.")
+        if t.iterations < 1 or t.batch_size < 1 or not c.lr > 0:
+            raise ValueError(f"need iterations >= 1, batch_size >= 1, lr > 0 (got {t.iterations}, {t.batch_size}, {c.lr})")
+
+    def build(self, d: Dist, device: torch.device, resumed: bool) -> None:
+        c, t = self.cfg, self.cfg.train
+        self.device, self.t0 = device, time.perf_counter()
+        self.dataset = SegFrames(c.data, "train", tuple(c.image_size), augment=True, scale_range=tuple(c.scale_range))
+        if c.eval_split and (Path(c.data) / "splits" / f"{c.eval_split}.txt").is_file():
+            self.val = SegFrames(c.data, c.eval_split, tuple(c.image_size), augment=False)  # checked before training
+        self.names, self.ignore = self.dataset.class_names, self.dataset.ignore_index
+        torch.manual_seed(t.seed)  # initial weights
+        self.model = model = SegTeacher(c.arch, len(self.names), c.backbone_weights).to(device)
+        model.class_names, model.ignore_index, model.train_image_size = list(self.names), self.ignore, tuple(c.image_size)
+        self.optimizer = torch.optim.AdamW(model.parameters(), lr=c.lr, weight_decay=c.weight_decay)
+        self.scheduler = lambda_schedule(self.optimizer,
+                                         lambda i: warmup_decay_factor(i, t.iterations, c.warmup, "poly", 0.9))
+
+    def loss(self, net, batch, it, device):
+        images, labels = (x.to(device, non_blocking=True) for x in batch)
+        torch.manual_seed(self.cfg.train.seed * 1_000_003 + it)  # dropout's draws: the same after a resume
+        logits = net(images)
+        valid = (labels != self.ignore).sum()
+        return F.cross_entropy(logits, labels, ignore_index=self.ignore, reduction="sum") / valid.clamp(min=1)
+
+    def count(self, batch) -> int:
+        return batch[0].shape[0]
+
+    def evaluate(self, out_dir):
+        return _evaluate(self.model, self.val, self.device, progress=not self.quiet)
+
+    def val_values(self, s):
+        return {"val_miou": s["miou"], "val_macc": s["macc"], "val_allacc": s["allacc"]}
+
+    def finish(self, s: Optional[Dict[str, Any]]) -> None:
+        """Write the teacher checkpoint (atomically): backbone and head, classes, metrics, the training settings."""
+        c, t = self.cfg, self.cfg.train
+        losses = [r["loss"] for r in read_metrics(self.files.metrics) if "loss" in r]
+        metrics = {"final_loss": float(np.mean(losses[-10:])), "first_loss": losses[0],
+                   "train_seconds": time.perf_counter() - self.t0}
+        if s is not None:
+            metrics["val"] = s
+        settings = {"data_root": str(Path(c.data)), "train_frames": len(self.dataset),
+                    "train_scenes": len(self.dataset.scenes), "iterations": t.iterations, "batch_size": t.batch_size,
+                    "lr": c.lr, "weight_decay": c.weight_decay, "warmup": c.warmup, "optimizer": "AdamW",
+                    "schedule": "linear warmup + poly 0.9", "image_size": list(c.image_size),
+                    "scale_range": list(self.dataset.scale_range), "flip": self.dataset.flip, "seed": t.seed,
+                    "backbone_weights": c.backbone_weights, "device": str(self.device)}
+        cpu = lambda sd: {k: v.detach().cpu().clone() for k, v in sd.items()}  # noqa: E731
+        m = self.model
+        save_atomic({"format": TEACHER_CKPT_FORMAT, "version": SEG_TEACHER_VERSION, "arch": c.arch,
+                     "backbone": cpu(m.backbone.state_dict()), "head": cpu(m.head.state_dict()),
+                     "num_classes": len(self.names), "class_names": list(self.names), "ignore_index": self.ignore,
+                     "metrics": metrics, "train": settings, "ppkt": stamp()}, Path(t.out))
+        self.result = {"checkpoint": t.out, "metrics_file": str(self.files.metrics),
+                       "loss_curve": str(self.files.curve), "final_loss": metrics["final_loss"], "val": s}
+
+    def summary(self, finished: bool) -> List[str]:
+        return []  # `ppkt teacher train` prints its own
 
 
 def train_teacher2d(
@@ -67,8 +191,15 @@ def train_teacher2d(
     scale_range: Sequence[float] = DEFAULT_SCALE_RANGE,
     eval_split: Optional[str] = "val",
     log_every: int = 1,
+    checkpoint_every: int = 100,
+    resume: bool = False,
+    overwrite: bool = False,
+    stop_after: Optional[int] = None,
 ) -> Dict[str, Any]:
-    """Train a ResNet-FCN on DATA's train split and save it as a PPKT teacher checkpoint (atomically).
+    """Train a ResNet-FCN on DATA's train split and save it as a PPKT teacher checkpoint (atomically), through the run
+    skeleton (`ppkt.train.run.train`): a run whose files exist is refused unless `overwrite`; `resume` continues it
+    from <stem>.last.pt (written every `checkpoint_every` iterations and on Ctrl-C) with the same results.
+    `stop_after` ends early (for tests; the checkpoint file is written only by a finished run).
 
     Optimiser: AdamW (lr, weight_decay) with a linear warmup over `warmup` iterations (default 5% of them) and a
     poly (power 0.9) decay to 0; loss: pixel cross-entropy, ignore_index from classes.json (255) excluded.
@@ -91,84 +222,17 @@ def train_teacher2d(
     Returns {"checkpoint", "metrics_file", "loss_curve", "final_loss", "seconds", "val" (metrics or None)}.
     """
     t0 = time.perf_counter()
-    arch = teacher_key(arch)
-    if arch not in SEG_ARCHS:
-        raise ValueError(f"Unknown segmentation teacher arch '{arch}'; choose one of {SEG_ARCHS}.")
-    if iterations < 1 or batch_size < 1 or not lr > 0:
-        raise ValueError(f"need iterations >= 1, batch_size >= 1, lr > 0 (got {iterations}, {batch_size}, {lr})")
-    image_size = (int(image_size[0]), int(image_size[1]))
-    warmup = max(1, round(0.05 * iterations)) if warmup is None else max(1, int(warmup))
-    dev = pick_device(device, what="--device")
-    out_file = Path(out_file)
-    metrics_file, curve_file = side_files(out_file)
-
-    dataset = SegFrames(data_root, "train", image_size, augment=True, scale_range=scale_range)
-    val_set = None
-    if eval_split and (Path(data_root) / "splits" / f"{eval_split}.txt").is_file():
-        val_set = SegFrames(data_root, eval_split, image_size, augment=False)  # checked before training starts
-    names, ignore = dataset.class_names, dataset.ignore_index
-
-    torch.manual_seed(seed)  # initial weights (and dropout, drawn from the global generator)
-    model = SegTeacher(arch, len(names), backbone_weights).to(dev)
-    model.class_names, model.ignore_index, model.train_image_size = list(names), ignore, image_size
-    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
-    schedule = lambda_schedule(optimizer, lambda i: warmup_decay_factor(i, iterations, warmup, "poly", 0.9))
-    sampler = IterationBatchSampler(len(dataset), batch_size, seed, 0, iterations)
-    loader = DataLoader(dataset, batch_sampler=sampler, num_workers=workers, worker_init_fn=one_thread_worker,
-                        pin_memory=dev.type == "cuda")
-
-    out_file.parent.mkdir(parents=True, exist_ok=True)
-    metrics_file.write_text("")
-    losses: List[float] = []
-    t_last, seen = time.perf_counter(), 0
-    report_every = max(1, iterations // 20)  # a progress line every 5% in a log file
-    model.train()
-    with Progress(iterations, f"teacher2d {arch}", enabled=progress) as bar, metrics_file.open("a") as log:
-        for it, (images, labels) in enumerate(loader):
-            images, labels = images.to(dev, non_blocking=True), labels.to(dev, non_blocking=True)
-            logits = model(images)
-            valid = (labels != ignore).sum()
-            loss = F.cross_entropy(logits, labels, ignore_index=ignore, reduction="sum") / valid.clamp(min=1)
-            lr_now = optimizer_step(loss, optimizer, schedule, it, "lower the learning rate")[0]
-            losses.append(loss.item())
-            seen += images.shape[0]
-            done = it + 1
-            if done % log_every == 0 or done == iterations or it == 0:
-                now = time.perf_counter()
-                rec = {"iteration": done, "loss": losses[-1], "lr": lr_now, "images_per_s": seen / max(now - t_last, 1e-9)}
-                t_last, seen = now, 0
-                log.write(json.dumps(rec) + "\n")
-                log.flush()
-            bar.update(1)
-            if done % report_every == 0 or done == iterations or it == 0:
-                bar.report(loss=losses[-1], lr=lr_now)
-    train_seconds = time.perf_counter() - t0
-    plot_loss_curve(metrics_file, curve_file, f"2D segmentation teacher ({arch})", ylabel="cross-entropy loss",
-                    smooth=True)
-
-    val = None
-    if val_set is not None:
-        val = _evaluate(model, val_set, dev, progress)
-    tail = losses[-min(10, len(losses)):]
-    metrics = {"final_loss": float(np.mean(tail)), "first_loss": losses[0], "train_seconds": train_seconds}
-    if val is not None:
-        metrics["val"] = val
-    settings = {
-        "data_root": str(Path(data_root)), "train_frames": len(dataset), "train_scenes": len(dataset.scenes),
-        "iterations": iterations, "batch_size": batch_size, "lr": lr, "weight_decay": weight_decay, "warmup": warmup,
-        "optimizer": "AdamW", "schedule": "linear warmup + poly 0.9", "image_size": list(image_size),
-        "scale_range": list(dataset.scale_range), "flip": dataset.flip, "seed": seed,
-        "backbone_weights": backbone_weights, "device": str(dev),
-    }
-    cpu = lambda sd: {k: v.detach().cpu().clone() for k, v in sd.items()}  # noqa: E731
-    save_atomic({
-        "format": TEACHER_CKPT_FORMAT, "version": SEG_TEACHER_VERSION, "arch": arch,
-        "backbone": cpu(model.backbone.state_dict()), "head": cpu(model.head.state_dict()),
-        "num_classes": len(names), "class_names": list(names), "ignore_index": ignore,
-        "metrics": metrics, "train": settings, "ppkt": stamp(),
-    }, out_file)
-    return {"checkpoint": str(out_file), "metrics_file": str(metrics_file), "loss_curve": str(curve_file),
-            "final_loss": metrics["final_loss"], "seconds": time.perf_counter() - t0, "val": val}
+    cfg = Teacher2DConfig(
+        data=str(data_root), arch=teacher_key(arch), backbone_weights=str(backbone_weights), lr=float(lr),
+        weight_decay=float(weight_decay), warmup=max(1, round(0.05 * iterations)) if warmup is None else max(1, int(warmup)),
+        image_size=[int(image_size[0]), int(image_size[1])], scale_range=[float(v) for v in scale_range],
+        eval_split=eval_split or None,
+        train=Teacher2DTrainConfig(iterations=int(iterations), batch_size=int(batch_size), seed=int(seed),
+                                   workers=int(workers), device=device, log_every=int(log_every),
+                                   checkpoint_every=int(checkpoint_every), out=str(out_file)))
+    task = Teacher2D(cfg, quiet=not progress)
+    train(task, resume=resume, stop_after=stop_after, overwrite=overwrite)
+    return {**getattr(task, "result", {}), "seconds": time.perf_counter() - t0}
 
 
 # ----------------------------------------------------------------------------------------------- evaluation

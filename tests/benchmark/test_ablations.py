@@ -24,7 +24,7 @@ def tiny_plan(out, **changes) -> AblationPlan:
 def test_tiny_ablations_run_reuse_and_report(tmp_path):
     out = tmp_path / "ablations"
     results = run(tiny_plan(out))
-    assert results.records["pairs"]["pairs"] > 0 and (out / "teacher2d.pt").is_file()
+    assert results.records["overlaps"]["overlaps"] > 0 and (out / "teacher2d.pt").is_file()
     # the 2D segmentation teacher learnt from another world: none of the benchmark world's labels
     assert results.records["world_teacher"]["settings"]["seed"] != results.records["world"]["settings"]["seed"]
     assert results.records["teacher2d"]["settings"]["world"] == file_digest(out / "world_teacher" / "dataset.json")
@@ -51,7 +51,7 @@ def test_tiny_ablations_run_reuse_and_report(tmp_path):
     assert "## Pretraining methods" in text and "## Upsampling projection (UPL) vs plain projection (PL)" in text
     assert f"| {VARIANTS['ppkd'].title} - scratch | 50 % of the scenes (stratified) | 2 |" in text
     assert f"| {VARIANTS['ppnce'].title} - {VARIANTS['pl'].title} | linear probe" in text
-    assert "agrees" in text and "Time: world" in text and "pairs" in text and "teacher2d" in text
+    assert "agrees" in text and "Time: world" in text and "overlaps" in text and "teacher2d" in text
 
 
 def test_unknown_variant_is_refused(tmp_path):

@@ -43,10 +43,10 @@ def test_tiny_benchmark_runs_reuses_and_reports(tmp_path):
     again = run(tiny_plan(out))  # nothing changed: nothing reruns
     assert {name: rec.get("finished") for name, rec in again.records.items()} == stamps
 
-    # a pretraining record from before ppkt had loss.name and data.pairs: the same run at their defaults, kept
+    # a pretraining record from before ppkt had loss.name and data.overlaps: the same run at their defaults, kept
     data = json.loads((out / "results.json").read_text())
     old = next(r for r in data["runs"] if r["name"] == "pretrain")["settings"]["config"]
-    del old["loss"]["name"], old["data"]["pairs"]
+    del old["loss"]["name"], old["data"]["overlaps"]
     (out / "results.json").write_text(json.dumps(data))
     older = run(tiny_plan(out))
     assert {name: rec.get("finished") for name, rec in older.records.items()} == stamps

@@ -1,4 +1,4 @@
-"""Frame-pair mining (`ppkt pairs`): frame points against hand-computed geometry, overlaps against brute force,
+"""Frame-pair mining (`ppkt overlaps`): frame points against hand-computed geometry, overlaps against brute force,
 the pairs file on hand-made and real (7-Scenes, ScanNet layout) scans."""
 import numpy as np
 import pytest
@@ -6,7 +6,7 @@ from PIL import Image
 
 from ppkt.cli import main
 from ppkt.data.frames import FrameError, open_frame_folder
-from ppkt.data.overlap import FramePair, frame_points, mine_folder, overlap_matrix, read_pairs, write_pairs
+from ppkt.data.overlap import FrameOverlap, frame_points, mine_folder, overlap_matrix, read_overlaps, write_overlaps
 from test_frames import DATA, make_7scenes, make_scannet
 
 
@@ -70,9 +70,9 @@ def test_mine_folder_and_pairs_file_on_real_7scenes_frames(tmp_path):
     assert near["000000", "000050"] > near["000000", "000400"]  # 2 s apart against 16 s apart in the sequence
     kept, _ = mine_folder(folder, "scan", min_overlap=0.5)
     assert kept == [p for p in pairs if p.overlap >= 0.5]
-    path = write_pairs(tmp_path / "pairs.tsv", pairs)
+    path = write_overlaps(tmp_path / "pairs.tsv", pairs)
     assert path.read_text().splitlines()[0] == "folder\tframe_a\tframe_b\toverlap"
-    assert read_pairs(path) == [FramePair(p.folder, p.frame_a, p.frame_b, round(p.overlap, 4)) for p in pairs]
+    assert read_overlaps(path) == [FrameOverlap(p.folder, p.frame_a, p.frame_b, round(p.overlap, 4)) for p in pairs]
 
 
 def test_cli_names_scannet_frames_and_skips_bad_poses(tmp_path, capsys):
@@ -81,8 +81,8 @@ def test_cli_names_scannet_frames_and_skips_bad_poses(tmp_path, capsys):
     make_scannet(root / "scene0001_00", ids=("000000", "000050", "000100"), upscale=False)
     (root / "scene0001_00" / "pose" / "100.txt").write_text("\n".join(["-inf -inf -inf -inf"] * 4))  # ScanNet's mark
     with pytest.warns(UserWarning, match=r"100\.txt.*NaN/inf"):
-        assert main(["pairs", str(root), "--out", str(tmp_path / "p.tsv"), "--min-overlap", "0.2"]) == 0
-    rows = read_pairs(tmp_path / "p.tsv")
+        assert main(["overlaps", str(root), "--out", str(tmp_path / "p.tsv"), "--min-overlap", "0.2"]) == 0
+    rows = read_overlaps(tmp_path / "p.tsv")
     assert [(r.folder, r.frame_a, r.frame_b) for r in rows] == [("scene0000_00", "0", "50"), ("scene0001_00", "0", "50")]
     assert rows[0].overlap == rows[1].overlap >= 0.2  # the same two frames in both scans
     assert "1 frames skipped" in capsys.readouterr().out
@@ -90,14 +90,14 @@ def test_cli_names_scannet_frames_and_skips_bad_poses(tmp_path, capsys):
 
 def test_bad_pairs_files_name_the_file_and_line(tmp_path):
     with pytest.raises(FrameError, match="not found"):
-        read_pairs(tmp_path / "none.tsv")
+        read_overlaps(tmp_path / "none.tsv")
     bad = tmp_path / "bad.tsv"
     bad.write_text("a\tb\n")
     with pytest.raises(FrameError, match="header"):
-        read_pairs(bad)
+        read_overlaps(bad)
     bad.write_text("folder\tframe_a\tframe_b\toverlap\nscan\t0\t50\n")
     with pytest.raises(FrameError, match=r"bad\.tsv:2: expected 4"):
-        read_pairs(bad)
+        read_overlaps(bad)
 
 
 def test_folder_without_poses_is_an_error(tmp_path):
@@ -114,8 +114,8 @@ def test_rendered_synthetic_frames_overlap_as_computed_here(tmp_path):
 
     world = write_dataset(tmp_path / "world", scenes=2, frames_per_scene=3, seed=6, workers=1, point_spacing=0.1,
                           progress=False, compact=True)
-    assert main(["pairs", str(world / "frames"), "--out", str(tmp_path / "p.tsv"), "--min-overlap", "0"]) == 0
-    rows = read_pairs(tmp_path / "p.tsv")
+    assert main(["overlaps", str(world / "frames"), "--out", str(tmp_path / "p.tsv"), "--min-overlap", "0"]) == 0
+    rows = read_overlaps(tmp_path / "p.tsv")
     # every pair of frames within each scan, and never a pair across the two scans
     assert sorted((r.folder, r.frame_a, r.frame_b) for r in rows) == sorted(
         (s, a, b) for s in ("scene_0000", "scene_0001") for a, b in (("0", "1"), ("0", "2"), ("1", "2")))

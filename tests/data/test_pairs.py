@@ -7,7 +7,7 @@ import torch
 
 from ppkt.config import AugmentConfig, DataConfig
 from ppkt.data.frames import open_frame_folder
-from ppkt.data.pairs import FramePairs, collate_pairs, make_sample
+from ppkt.data.pairs import PixelPointFrames, collate_pairs, make_sample
 from ppkt.geometry.augment import random_image_transform, up_axis_rotation
 
 FRAMES = Path(__file__).resolve().parents[2] / "data" / "7scenes-redkitchen"
@@ -110,7 +110,7 @@ def test_elastic_field_follows_its_formula():
 
 def test_dataset_and_collate_build_a_paired_batch():
     data = DataConfig(roots=[str(FRAMES)], image_size=[60, 80], voxel_size=0.1)
-    ds = FramePairs(data, AugmentConfig())
+    ds = PixelPointFrames(data, AugmentConfig())
     assert len(ds) == 20
     samples = [ds[(0, 1)], ds[(5, 2)], ds[(11, 3)]]
     sizes = [s.coords.shape[0] for s in samples]
@@ -173,4 +173,4 @@ def test_world_frame_needs_a_pose_and_a_known_frame_name(frame):
     with pytest.raises(FrameError, match=r"cam0/frame-7.depth.png: no camera pose.*data.frame=world"):
         make_sample(no_pose, data, AugmentConfig(), torch.Generator().manual_seed(0))
     with pytest.raises(ConfigError, match="data.frame must be one of"):
-        FramePairs(DataConfig(roots=[str(FRAMES)], frame="gravity"), AugmentConfig())
+        PixelPointFrames(DataConfig(roots=[str(FRAMES)], frame="gravity"), AugmentConfig())

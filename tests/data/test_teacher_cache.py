@@ -10,7 +10,7 @@ import torch
 
 from ppkt.cli import main as cli_main
 from ppkt.config import ConfigError, load_config, validate_pretrain
-from ppkt.data.pairs import FramePairs, collate_pairs
+from ppkt.data.pairs import PixelPointFrames, collate_pairs
 from ppkt.data.teacher_cache import MANIFEST, TeacherCache, TeacherCacheError, write_teacher_cache
 from ppkt.models.teacher import build_teacher
 from ppkt.train.logging import read_metrics
@@ -45,7 +45,7 @@ def cache_dir(tmp_path_factory, teacher):
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        write_teacher_cache(out, FramePairs(cfg.data, cfg.augment).folders, teacher, cfg.data.image_size, True, batch_size=1)
+        write_teacher_cache(out, PixelPointFrames(cfg.data, cfg.augment).folders, teacher, cfg.data.image_size, True, batch_size=1)
     finally:
         torch.set_num_threads(threads)
     return out
@@ -54,7 +54,7 @@ def cache_dir(tmp_path_factory, teacher):
 @pytest.mark.usefixtures("one_thread")
 def test_cached_features_are_the_live_teachers_rounded_to_float16(cache_dir, teacher):
     cfg = tiny()
-    data = FramePairs(cfg.data, cfg.augment, TeacherCache(cache_dir))
+    data = PixelPointFrames(cfg.data, cfg.augment, TeacherCache(cache_dir))
     flips = set()
     for index in range(len(data)):
         for seed in range(4):
@@ -94,9 +94,9 @@ def test_a_cache_made_for_anything_else_is_refused(cache_dir, tmp_path):
     manifest = cache_dir / MANIFEST
     cache = TeacherCache(cache_dir)
     with pytest.raises(TeacherCacheError, match=rf"{manifest}: made for data.image_size=\[60, 80\].*\[48, 64\]"):
-        FramePairs(tiny("data.image_size=[48,64]").data, tiny().augment, cache)
+        PixelPointFrames(tiny("data.image_size=[48,64]").data, tiny().augment, cache)
     with pytest.raises(TeacherCacheError, match=rf"{manifest}: .*frame folder {FRAMES}: 5 frame\(s\) not cached"):
-        FramePairs(tiny("data.stride=2").data, tiny().augment, cache)
+        PixelPointFrames(tiny("data.stride=2").data, tiny().augment, cache)
     with pytest.raises(TeacherCacheError, match=rf"{manifest}: made for another teacher: teacher.stage is 'stage4' "
                                                 r"there, 'stage3' here.*teacher.state_sha256"):
         cache.check_teacher(build_teacher("efficientnet_lite0", "imagenet", "stage3"))
@@ -109,15 +109,15 @@ def test_a_cache_made_for_anything_else_is_refused(cache_dir, tmp_path):
         validate_pretrain(tiny(f"teacher.cache={cache_dir}", "augment.resize=[0.9,1.1]"))
     validate_pretrain(tiny(f"teacher.cache={cache_dir}", "augment.resize=[0.9,1.1]", "augment.enabled=false"))
     with pytest.raises(ConfigError, match="augment.resize"):
-        FramePairs(tiny().data, tiny("augment.resize=[0.9,1.1]").augment, cache)
+        PixelPointFrames(tiny().data, tiny("augment.resize=[0.9,1.1]").augment, cache)
     # a cache without the mirrored images serves no flips
     plain = tmp_path / "plain"
     teacher = build_teacher("efficientnet_lite0", "imagenet", "stage4")
-    folders = FramePairs(tiny().data, tiny().augment).folders
+    folders = PixelPointFrames(tiny().data, tiny().augment).folders
     write_teacher_cache(plain, folders, teacher, [60, 80], flips=False)
     with pytest.raises(TeacherCacheError, match=r"holds unflipped features only .* probability 0.5"):
-        FramePairs(tiny().data, tiny().augment, TeacherCache(plain))
-    FramePairs(tiny().data, tiny("augment.flip=0").augment, TeacherCache(plain))
+        PixelPointFrames(tiny().data, tiny().augment, TeacherCache(plain))
+    PixelPointFrames(tiny().data, tiny("augment.flip=0").augment, TeacherCache(plain))
     # and writing other settings into an existing cache is refused
     with pytest.raises(TeacherCacheError, match=r"a cache of other settings is there \(variants is \['plain'\] there, "
                                                 r"\['plain', 'flipped'\] here\)"):
@@ -126,7 +126,7 @@ def test_a_cache_made_for_anything_else_is_refused(cache_dir, tmp_path):
 
 def test_writing_resumes_per_frame_folder(tmp_path, teacher):
     cfg = tiny()
-    folders = FramePairs(cfg.data, cfg.augment).folders
+    folders = PixelPointFrames(cfg.data, cfg.augment).folders
     out = tmp_path / "cache"
     first = write_teacher_cache(out, folders, teacher, [60, 80], flips=False)
     file = out / first["folders"][0]["file"]

@@ -57,7 +57,7 @@ def test_pretraining_reads_the_written_frames(world, tmp_path):
     import torch
 
     from ppkt.checkpoint import BACKBONE_FORMAT, load_checkpoint
-    from ppkt.data.pairs import FramePairs, collate_pairs
+    from ppkt.data.pairs import PixelPointFrames, collate_pairs
     from ppkt.models.sparse_unet import build_sparse_unet
     from ppkt.train.pretrain import build_model
 
@@ -66,7 +66,7 @@ def test_pretraining_reads_the_written_frames(world, tmp_path):
     trained.load_state_dict(export["state_dict"])
     torch.manual_seed(cfg.train.seed)
     initial = build_model(cfg).student
-    batch = collate_pairs([FramePairs(cfg.data, cfg.augment)[(0, 0)]])
+    batch = collate_pairs([PixelPointFrames(cfg.data, cfg.augment)[(0, 0)]])
     with torch.no_grad():
         a = trained.eval()(batch.feats, batch.coords, batch.batch_size)
         b = initial.eval()(batch.feats, batch.coords, batch.batch_size)

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 
 from ppkt.checkpoint import BACKBONE_FORMAT, load_checkpoint, save_atomic
 from ppkt.config import ConfigError, load_config, validate_pretrain
-from ppkt.data.pairs import FramePairs, collate_pairs
+from ppkt.data.pairs import PixelPointFrames, collate_pairs
 from ppkt.losses.global_kd import pool_per_sample
 from ppkt.models.seg_teacher import SEG_TEACHER_VERSION, SegTeacher
 from ppkt.models.segmentor import Segmentor, load_backbone
@@ -57,7 +57,7 @@ def tiny_config(out: Path, *extra: str):
 
 
 def batch_of(cfg, *items):
-    frames = FramePairs(cfg.data, cfg.augment, None)
+    frames = PixelPointFrames(cfg.data, cfg.augment, None)
     return collate_pairs([frames[(i, 7)] for i in items])
 
 

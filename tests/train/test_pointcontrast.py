@@ -1,4 +1,4 @@
-"""PointContrast pretraining (`loss.name=pointcontrast`) on real 7-Scenes frames paired by `ppkt pairs`."""
+"""PointContrast pretraining (`loss.name=pointcontrast`) on real 7-Scenes frames paired by `ppkt overlaps`."""
 from pathlib import Path
 
 import numpy as np
@@ -8,7 +8,7 @@ import torch
 from ppkt.checkpoint import BACKBONE_FORMAT, load_checkpoint
 from ppkt.cli import main as cli_main
 from ppkt.config import ConfigError, load_config, validate_pretrain
-from ppkt.data.views import ViewPairs, collate_views
+from ppkt.data.views import MatchedViews, collate_views
 from ppkt.losses.pointcontrast import pointinfonce_loss
 from ppkt.train.logging import read_metrics
 from ppkt.train.pretrain import build_model, pretrain
@@ -28,18 +28,18 @@ pytestmark = pytest.mark.usefixtures("keep_torch_threads")
 @pytest.fixture(scope="module")
 def pairs_file(tmp_path_factory):
     path = tmp_path_factory.mktemp("pairs") / "pairs.tsv"
-    assert cli_main(["pairs", str(FRAMES), "--out", str(path), "--min-overlap", "0.3"]) == 0
+    assert cli_main(["overlaps", str(FRAMES), "--out", str(path), "--min-overlap", "0.3"]) == 0
     return path
 
 
 def tiny_config(out: Path, pairs: Path, *extra: str):
-    return load_config(ROOT / "configs" / "pretrain_demo.yaml", TINY + [f"data.pairs={pairs}", f"train.out_dir={out}",
+    return load_config(ROOT / "configs" / "pretrain_demo.yaml", TINY + [f"data.overlaps={pairs}", f"train.out_dir={out}",
                                                                          *extra])
 
 
 def test_views_are_matched_in_world_coordinates_and_augmented_apart(pairs_file, tmp_path):
     cfg = tiny_config(tmp_path / "run", pairs_file)
-    views = ViewPairs(cfg.data, cfg.augment, cfg.data.pairs, cfg.loss.match_radius)
+    views = MatchedViews(cfg.data, cfg.augment, cfg.data.overlaps, cfg.loss.match_radius)
     assert len(views) > 0
     pair = views[(0, 3)]
     d = (pair.a.points[pair.match_a] - pair.b.points[pair.match_b]).norm(dim=1)
@@ -70,5 +70,5 @@ def test_short_pointcontrast_run_lowers_the_loss_and_exports(pairs_file, tmp_pat
 def test_pointcontrast_config_needs_pairs_and_the_world_frame(tmp_path):
     cfg = load_config(ROOT / "configs" / "pretrain_demo.yaml", TINY[:3] + ["loss.name=pointcontrast",
                                                                           "data.frame=camera"])
-    with pytest.raises(ConfigError, match=r"(?s)data.pairs.*data.frame|data.frame.*data.pairs"):
+    with pytest.raises(ConfigError, match=r"(?s)data.overlaps.*data.frame|data.frame.*data.overlaps"):
         validate_pretrain(cfg)

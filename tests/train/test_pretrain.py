@@ -14,7 +14,7 @@ from PIL import Image
 import ppkt
 from ppkt.cli import main as cli_main
 from ppkt.config import load_config
-from ppkt.data.pairs import FramePairs
+from ppkt.data.pairs import PixelPointFrames
 from ppkt.errors import Interrupted
 from ppkt.models.sparse_unet import build_sparse_unet
 from ppkt.checkpoint import BACKBONE_FORMAT, PRETRAIN_FORMAT, load_checkpoint, load_state_strict
@@ -175,7 +175,7 @@ def test_unusable_frames_are_replaced_and_counted_once(tmp_path):
         for kind in ("color.jpg", "depth.png", "pose.txt"):
             shutil.copy(FRAMES / f"frame-{n}.{kind}", frames)
     Image.fromarray(np.zeros((480, 640), dtype=np.uint16)).save(frames / "frame-000200.depth.png")
-    dataset = FramePairs(tiny_config(tmp_path / "x", f"data.roots=[{frames}]", "data.stride=1").data,
+    dataset = PixelPointFrames(tiny_config(tmp_path / "x", f"data.roots=[{frames}]", "data.stride=1").data,
                          tiny_config(tmp_path / "x").augment)
     sample = dataset[(1, 7)]  # the empty frame: replaced by the next one, drawn with the same seed
     assert [r[0] for r in sample.replaced] == [f"{frames} frame 000200"] and "no valid depth" in sample.replaced[0][1]
@@ -199,7 +199,7 @@ def test_cli_lists_commands_and_reports_bad_config(capsys, tmp_path):
 
 def test_pretraining_on_other_input_features_exports_them(tmp_path):
     from ppkt.data.features import NO_COLOR
-    from ppkt.data.pairs import FramePairs
+    from ppkt.data.pairs import PixelPointFrames
     from ppkt.models.segmentor import Segmentor, load_backbone
 
     out = pretrain(tiny_config(tmp_path / "cn", "train.iterations=2", "data.features=color+normal",
@@ -211,5 +211,5 @@ def test_pretraining_on_other_input_features_exports_them(tmp_path):
     assert not report.missing or all(k.startswith("head.") for k in report.missing)
     # colour dropout 1: every frame's colour reaches the student as the constant of no colour
     cfg = tiny_config(tmp_path / "x", "augment.color_dropout=1.0")
-    sample = FramePairs(cfg.data, cfg.augment)[(0, 5)]
+    sample = PixelPointFrames(cfg.data, cfg.augment)[(0, 5)]
     assert sample.feats.shape[1] == 3 and (sample.feats == NO_COLOR).all()

@@ -55,3 +55,21 @@ def test_run_settings_change_with_the_config_and_the_inputs_content(tmp_path):
     assert settings["inputs"]["backbone"] == hashlib.sha256(b"weights v1").hexdigest()  # not a weights file: its bytes
     backbone.write_bytes(b"weights v2")  # same path, other content
     assert run_settings(demo("train.iterations=50"), {"backbone": backbone}) != settings
+
+
+def test_a_renamed_key_is_named_in_a_config_file_and_upgraded_in_a_saved_config(tmp_path):
+    from ppkt.config import PretrainConfig, load_config
+
+    old = tmp_path / "old.yaml"
+    old.write_text("data:\n  pairs: frames/pairs.tsv\n")
+    with pytest.raises(ConfigError, match=r"old.yaml: data.pairs is now called data.overlaps"):
+        load_config(old)
+    with pytest.raises(ConfigError, match="data.pairs is now called data.overlaps"):
+        load_config(None, ["data.pairs=x.tsv"])
+    cfg = load_config(None, ["data.overlaps=x.tsv"], PretrainConfig)
+    saved = config_to_dict(cfg)
+    saved["data"]["pairs"] = saved["data"].pop("overlaps")  # as a checkpoint written before the rename holds it
+    check_resume(saved, cfg, PRETRAIN_SAFE_KEYS, tmp_path / "last.pt")  # the same run: no error
+    saved["data"]["pairs"] = "y.tsv"
+    with pytest.raises(ConfigError, match="data.overlaps: 'y.tsv' -> 'x.tsv'"):
+        check_resume(saved, cfg, PRETRAIN_SAFE_KEYS, tmp_path / "last.pt")

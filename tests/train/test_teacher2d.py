@@ -19,6 +19,7 @@ from ppkt.models.teacher import TeacherWeightsError, build_teacher
 from ppkt.checkpoint import CheckpointError, save_atomic
 from ppkt.train.logging import read_metrics
 from ppkt.train.metrics import confusion_matrix, segmentation_metrics
+from ppkt.config import ConfigError
 from ppkt.train.teacher2d import evaluate_teacher2d, train_teacher2d
 
 H, W = 48, 64
@@ -77,7 +78,7 @@ def trained(tmp_path_factory):
 
 def test_short_training_lowers_the_loss_and_writes_the_checkpoint(trained):
     root, out, result = trained
-    losses = [r["loss"] for r in read_metrics(result["metrics_file"])]
+    losses = [r["loss"] for r in read_metrics(result["metrics_file"]) if "loss" in r]
     assert len(losses) == 30 and all(math.isfinite(v) for v in losses)
     assert losses[0] > 0.7  # about log(3) at random init
     assert np.mean(losses[-5:]) < 0.6 * np.mean(losses[:5])
@@ -111,10 +112,30 @@ def test_training_is_deterministic_with_the_seed(trained, tmp_path):
     root, out, _ = trained
     a = train_teacher2d(root, tmp_path / "a.pt", **{**TRAIN, "iterations": 2, "workers": 0}, eval_split=None)
     b = train_teacher2d(root, tmp_path / "b.pt", **{**TRAIN, "iterations": 2, "workers": 1}, eval_split=None)
-    assert [r["loss"] for r in read_metrics(a["metrics_file"])] == [r["loss"] for r in read_metrics(b["metrics_file"])]
+    assert [r.get("loss") for r in read_metrics(a["metrics_file"])] == [r.get("loss") for r in read_metrics(b["metrics_file"])]
     sa, sb = (torch.load(p, weights_only=True) for p in (a["checkpoint"], b["checkpoint"]))
     for k, v in sa["backbone"].items():
         assert torch.equal(v, sb["backbone"][k]), k
+
+
+def test_a_stopped_teacher_run_resumes_to_the_same_weights_and_an_old_run_is_not_replaced(trained, tmp_path):
+    root, _, _ = trained
+    args = {**TRAIN, "iterations": 4, "checkpoint_every": 100, "eval_split": None}
+    whole = train_teacher2d(root, tmp_path / "whole.pt", **args)
+    part = tmp_path / "part.pt"
+    train_teacher2d(root, part, **args, stop_after=2)
+    assert not part.exists() and (tmp_path / "part.last.pt").is_file()  # no finished-looking file from a partial run
+    with pytest.raises(ConfigError, match="already holds a run"):
+        train_teacher2d(root, part, **args)
+    with pytest.raises(ConfigError, match="lr: 0.002 -> 0.001"):
+        train_teacher2d(root, part, **{**args, "lr": 1e-3}, resume=True)
+    train_teacher2d(root, part, **args, resume=True)
+    a, b = (torch.load(p, weights_only=True) for p in (whole["checkpoint"], part))
+    for k, v in a["backbone"].items():
+        assert torch.equal(v, b["backbone"][k]), k
+    losses = [r["loss"] for r in read_metrics(tmp_path / "part.metrics.jsonl")]
+    assert losses == [r["loss"] for r in read_metrics(whole["metrics_file"])] and len(losses) == 4
+    train_teacher2d(root, part, **args, overwrite=True)  # starts over
 
 
 def test_checkpoint_backbone_is_the_ppkt_teacher(trained):

@@ -1,4 +1,4 @@
-"""`ppkt pairs`: the overlapping frame pairs of every scan below a root (`ppkt.data.overlap`), for PointContrast."""
+"""`ppkt overlaps`: the overlapping frame pairs of every scan below a root (`ppkt.data.overlap`), for PointContrast."""
 from __future__ import annotations
 
 import argparse
@@ -7,23 +7,23 @@ from pathlib import Path
 from ppkt.commands import add_command
 
 
-def _pairs(args: argparse.Namespace) -> int:
+def _overlaps(args: argparse.Namespace) -> int:
     import time
     import warnings
 
     from ppkt.data.frames import find_frame_folders, open_frame_folder
-    from ppkt.data.overlap import mine_folder, write_pairs
+    from ppkt.data.overlap import mine_folder, write_overlaps
     from ppkt.progress import Progress
 
     if not 0.0 <= args.min_overlap <= 1.0:
-        raise SystemExit(f"ppkt pairs: --min-overlap must be a fraction in [0, 1], got {args.min_overlap}")
+        raise SystemExit(f"ppkt overlaps: --min-overlap must be a fraction in [0, 1], got {args.min_overlap}")
     if not (args.voxel > 0 and args.radius > 0):
-        raise SystemExit(f"ppkt pairs: --voxel and --radius must be > 0 metres, got {args.voxel}, {args.radius}")
+        raise SystemExit(f"ppkt overlaps: --voxel and --radius must be > 0 metres, got {args.voxel}, {args.radius}")
     root = Path(args.root)
     folders = [open_frame_folder(f, depth_scale=args.depth_scale, max_depth=args.max_depth, stride=args.stride)
                for f in find_frame_folders(root)]
     start, pairs, skipped = time.perf_counter(), [], 0
-    with Progress(2 * sum(len(f) for f in folders), "pairs", unit="frame") as progress, warnings.catch_warnings():
+    with Progress(2 * sum(len(f) for f in folders), "overlaps", unit="frame") as progress, warnings.catch_warnings():
         warnings.simplefilter("always")
         for folder in folders:
             name = folder.root.relative_to(root).as_posix() if folder.root != root else "."
@@ -31,7 +31,7 @@ def _pairs(args: argparse.Namespace) -> int:
             progress.update(lost)  # skipped frames have no overlap row either
             pairs += found
             skipped += lost
-    write_pairs(args.out, pairs)
+    write_overlaps(args.out, pairs)
     frames = sum(len(f) for f in folders)
     print(f"{len(pairs)} pairs with overlap >= {args.min_overlap:g} among {frames} frames of {len(folders)} scan(s)"
           + (f" ({skipped} frames skipped: no usable pose or depth)" if skipped else "")
@@ -40,11 +40,11 @@ def _pairs(args: argparse.Namespace) -> int:
 
 
 def add_commands(subparsers) -> None:
-    p = add_command(subparsers, "pairs", "find the pairs of frames of each scan that overlap (PointContrast's views): "
+    p = add_command(subparsers, "overlaps", "find the pairs of frames of each scan that overlap (PointContrast's views): "
                                          "a tab-separated file folder, frame_a, frame_b, overlap")
     p.add_argument("root", help="a scan folder of RGB-D frames with poses (ScanNet export, 7-Scenes) or a folder "
                                 "holding several")
-    p.add_argument("--out", required=True, metavar="FILE", help="the pairs file to write (tab-separated)")
+    p.add_argument("--out", required=True, metavar="FILE", help="the overlaps file to write (tab-separated)")
     p.add_argument("--min-overlap", type=float, default=0.3,
                    help="keep a pair when this fraction of frame_a's points has a frame_b point within --radius")
     p.add_argument("--voxel", type=float, default=0.05, help="metres: one point per voxel of this size per frame")
@@ -52,4 +52,4 @@ def add_commands(subparsers) -> None:
     p.add_argument("--stride", type=int, default=1, help="use every k-th frame of each scan")
     p.add_argument("--depth-scale", type=float, default=1000.0, help="depth PNG units per metre")
     p.add_argument("--max-depth", type=float, default=10.0, help="metres; farther depth counts as invalid")
-    p.set_defaults(func=_pairs)
+    p.set_defaults(func=_overlaps)

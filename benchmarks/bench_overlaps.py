@@ -1,10 +1,10 @@
-"""Speed of `ppkt pairs` (frame-pair mining for PointContrast) on a ScanNet scan of 100 frames.
+"""Speed of `ppkt overlaps` (frame-pair mining for PointContrast) on a ScanNet scan of 100 frames.
 
 Writes a .sens file of ScanNet's sizes cycling over the bundled real 7-Scenes frames (benchmarks/bench_sens.py),
 exports it with `ppkt prepare scannet --every 1` (ScanNet's exported layout: color/, depth/ 640x480, pose/,
 intrinsic/), then mines the pairs --repeats times in this process and reports the median seconds.
 
-    python benchmarks/bench_pairs.py --frames 100 --repeats 3
+    python benchmarks/bench_overlaps.py --frames 100 --repeats 3
 """
 from __future__ import annotations
 
