@@ -27,11 +27,12 @@ bench: $(STAMP)
 clean:
 	rm -rf runs/demo .pytest_cache
 
+# the benchmarks (docs/benchmarks.md): `ppkt benchmark transfer|detection|ablations|pilot`
 bench-transfer: $(STAMP)
-	$(PY) benchmarks/transfer.py run --out runs/transfer
+	$(VENV)/bin/ppkt benchmark transfer run
 
 bench-ablations: $(STAMP)
-	$(PY) benchmarks/ablations.py run --out runs/ablations
+	$(VENV)/bin/ppkt benchmark ablations run
 
 bench-detection: $(STAMP)
-	$(PY) benchmarks/detection.py run --out runs/detection
+	$(VENV)/bin/ppkt benchmark detection run

@@ -10,7 +10,7 @@ import re
 import sys
 from typing import List, Optional
 
-from ppkt.commands import (HelpFormatter, cache, figures, finetune, info, overlaps, pilot, pointcept, predict,
+from ppkt.commands import (HelpFormatter, benchmark, cache, figures, finetune, info, overlaps, pointcept, predict,
                            prepare, pretrain, synth, teacher)
 from ppkt.errors import Interrupted, UserError
 
@@ -24,7 +24,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Contrastive pixel-to-point knowledge transfer: pretrain 3D networks from 2D ones.",
         epilog="`ppkt COMMAND --help` lists a command's options with their defaults.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for group in (pretrain, cache, synth, teacher, finetune, predict, info, pointcept, prepare, overlaps, pilot, figures):
+    for group in (pretrain, cache, synth, teacher, finetune, predict, info, pointcept, prepare, overlaps, benchmark,
+                  figures):
         group.add_commands(sub)
     return parser
 

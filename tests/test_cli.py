@@ -68,10 +68,11 @@ def test_help_of_every_command_and_subcommand_answers_without_importing_torch():
     count, _, listed = done.stdout.splitlines()[0].partition(" ")
     for command in ("pretrain", "config", "frames", "synth", "teacher train", "teacher evaluate", "finetune",
                     "evaluate", "pointcept export", "pointcept import", "prepare scannet", "prepare scannet-scenes",
-                    "prepare s3dis", "prepare sunrgbd", "cache-teacher", "overlaps", "pilot", "figures tsne", "figures pca",
+                    "prepare s3dis", "prepare sunrgbd", "cache-teacher", "overlaps", "benchmark pilot", "benchmark transfer", "benchmark detection",
+                    "benchmark ablations", "figures tsne", "figures pca",
                     "figures curves", "predict", "info"):
         assert command in listed.split(" | ")
-    assert int(count) == 27  # ppkt, its 15 commands, 11 sub-commands
+    assert int(count) == 31  # ppkt, its 15 commands, 15 sub-commands
     assert done.stdout.splitlines()[1] == "torch imported: False"
 
 

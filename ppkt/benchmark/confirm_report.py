@@ -150,7 +150,8 @@ def run_ids(results: Results, protocol: Protocol) -> List[str]:
         runs = sorted(results.select(stage="confirm", cell=spec.key), key=lambda r: (r["pair"], r["init"]))
         if runs:
             lines.append(f"- {spec.key}: " + ", ".join(f"`{r['name']}` {100 * r[score]:.1f}" for r in runs))
-    return ["Runs (id and test score; `python benchmarks/confirm.py rerun ID` reruns one from nothing, its "
+    bench = "transfer" if protocol.task == "segmentation" else "detection"
+    return [f"Runs (id and test score; `ppkt benchmark {bench} rerun ID` reruns one from nothing, its "
             f"pretraining included, and prints both scores; every record is in `docs/results/{protocol.name}.json`):",
             "", *lines] if lines else []
 

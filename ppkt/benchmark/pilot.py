@@ -1,4 +1,4 @@
-"""`ppkt pilot`: does ImageNet pretraining help a 2D network used as a 3D segmenter? (the paper's pilot study,
+"""`ppkt benchmark pilot`: does ImageNet pretraining help a 2D network used as a 3D segmenter? (the paper's pilot study,
 Section 3.1: +4.81 3D mIoU on ScanNet).
 
 For each seed, an EfficientNet-Lite0-FCN (`ppkt.models.seg_teacher.SegTeacher`) is trained on the world's rendered

@@ -1,4 +1,4 @@
-"""The transfer benchmark's page and plot, written from results.json alone (`benchmarks/transfer.py report`)."""
+"""The page and plot of the transfer benchmark before the confirmatory protocol (its tables are history), written from results.json alone."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -247,7 +247,7 @@ def write_ablation_report(results: Results, page: Path, tables: Sequence) -> str
 
 DETECTION_PAPER = ("The paper (Table 3, VoteNet on SR-UNet): PPKT raises ScanNet mAP@0.25 from 56.50 to 59.67 (+3.17) and "
                    "mAP@0.5 from 34.54 to 38.90 (+4.36), SUN RGB-D mAP@0.25 from 55.21 to 57.26 (+2.05), all labels.")
-BEGIN, END = "<!-- detection benchmark: begin (written by benchmarks/detection.py report) -->", "<!-- detection benchmark: end -->"
+BEGIN, END = "<!-- detection benchmark: begin (written by ppkt.benchmark.report) -->", "<!-- detection benchmark: end -->"
 
 
 def detection_section(results: Results) -> List[str]:

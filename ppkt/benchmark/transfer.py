@@ -20,7 +20,6 @@ import json
 import math
 import os
 import platform
-import subprocess
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
@@ -30,8 +29,7 @@ from typing import Callable, Dict, Optional, Sequence, Tuple
 
 from ppkt.benchmark.results import Results
 
-ROOT = Path(__file__).resolve().parents[2]
-CONFIGS = ROOT / "configs"
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"  # ppkt/configs: in the installed package too
 
 
 @dataclass(frozen=True)
@@ -79,8 +77,9 @@ def machine() -> str:
 
 
 def code_version() -> str:
-    out = subprocess.run(["git", "describe", "--always", "--dirty"], cwd=ROOT, capture_output=True, text=True)
-    return out.stdout.strip() or "unknown"
+    from ppkt.provenance import commit
+
+    return commit()
 
 
 def provenance(seconds: float) -> dict:

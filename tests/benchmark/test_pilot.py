@@ -29,4 +29,4 @@ def test_tiny_pilot(tmp_path):
 
 def test_pilot_command_refuses_a_folder_that_is_not_a_world(tmp_path, capsys):
     with pytest.raises(SystemExit, match="is not a synthetic world"):
-        cli_main(["pilot", "--data", str(tmp_path), "--out", str(tmp_path / "out")])
+        cli_main(["benchmark", "pilot", "--data", str(tmp_path), "--out", str(tmp_path / "out")])
