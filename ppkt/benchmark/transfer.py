@@ -225,6 +225,31 @@ def run_finetune(cfg) -> dict:
     return {"miou": final["miou"], "curve": curve, **provenance(time.perf_counter() - t)}
 
 
+def rerun_finetune(results: Results, name: str, where: Path) -> dict:
+    """Fine-tune record `name` again in `where` from its recorded config, with the inputs it names (the world, the
+    backbone) as they are now, each checked against the record's digest first; returns {"recorded", "rerun"} (val
+    mIoU points)."""
+    from omegaconf import OmegaConf
+
+    from ppkt.train.finetune_config import FinetuneConfig
+    from ppkt.train.run_dir import weights_digest
+
+    if name not in results.records:
+        raise SystemExit(f"ppkt: error: {results.path}: no run {name!r}; the ids are the names of its records")
+    record = results.records[name]
+    settings = record.get("settings", {})
+    if "miou" not in record or "config" not in settings:
+        raise SystemExit(f"ppkt: error: {name}: not a fine-tuning record (stage {record.get('stage')})")
+    cfg = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(FinetuneConfig), settings["config"]))
+    files = {"world": Path(cfg.data.root) / "dataset.json", "backbone": Path(cfg.model.pretrained or "")}
+    for key, digest in settings.get("inputs", {}).items():
+        if not files[key].is_file() or weights_digest(files[key]) != digest:
+            raise SystemExit(f"ppkt: error: {files[key]}: not the {key} that record {name} was made from (missing or "
+                             "changed); run the benchmark first")
+    cfg.train.out_dir = str(Path(where) / name)
+    return {"score": "miou", "recorded": 100 * record["miou"], "rerun": 100 * run_finetune(cfg)["miou"]}
+
+
 def pair_jobs(plan: Plan, results: Results, world: Path, backbone: Path, cell: Cell, seed: int) -> list:
     """The runs of one seed of a cell not yet in results: (name, settings, config, labels) each."""
     return [job for init, weights in (("scratch", None), ("ppkt", backbone))

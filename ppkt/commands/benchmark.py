@@ -5,7 +5,7 @@
     ppkt benchmark transfer report         # the pages again from <out>/results.json (and docs/results/<name>.json)
     ppkt benchmark transfer rerun ID       # one record from nothing, its score beside the recorded one
     ppkt benchmark detection run|report|rerun   # the same for detection (configs/protocols/detection.yaml)
-    ppkt benchmark ablations run|report    # the paper's ablations (ppkt.benchmark.ablations)
+    ppkt benchmark ablations run|report|rerun   # the paper's ablations (ppkt.benchmark.ablations)
     ppkt benchmark pilot --data WORLD --out DIR   # the paper's pilot study (ppkt.benchmark.pilot)
 
 Every stage resumes: a finished run is a record of <out>/results.json, reused while its settings are unchanged.
@@ -74,6 +74,17 @@ def _ablations(args: argparse.Namespace) -> int:
     from ppkt.benchmark.results import Results
     from ppkt.benchmark.transfer import HALF_WIDTHS, PROBE, scene_fraction
 
+    if args.action == "rerun":
+        from ppkt.benchmark.transfer import rerun_finetune
+
+        if not args.id:
+            raise SystemExit("ppkt: error: rerun needs the id of a record, e.g. f0.15/ppkt_s0")
+        if not (Path(args.out) / "results.json").is_file():
+            raise SystemExit(f"ppkt: error: {Path(args.out) / 'results.json'}: not found; run the ablations first")
+        with tempfile.TemporaryDirectory() as tmp:
+            r = rerun_finetune(Results(Path(args.out) / "results.json"), args.id, Path(args.rerun_out or tmp))
+        print(f"{args.id}: recorded {r['score']} {r['recorded']:.2f}, rerun {r['rerun']:.2f}")
+        return 0
     unknown = sorted(set(args.variants or ()) - set(VARIANTS))
     if unknown:
         raise SystemExit(f"ppkt: error: --variants: unknown {', '.join(unknown)}; choose among {', '.join(VARIANTS)}")
@@ -140,8 +151,11 @@ def add_commands(subparsers) -> None:
 
     p = add_command(sub, "ablations", "the paper's ablations (frame-level baselines, PointContrast, PPKD, UPL vs PL, "
                                       "student width) against scratch, paired")
-    p.add_argument("action", choices=("run", "report"))
+    p.add_argument("action", choices=("run", "report", "rerun"))
+    p.add_argument("id", nargs="?", help="rerun: the record's name, e.g. f0.15/ppkt_s0 (its fine-tuning, from the "
+                                         "world and backbone in --out)")
     p.add_argument("--out", metavar="DIR", default="runs/ablations", help="folder of the runs and results.json")
+    p.add_argument("--rerun-out", metavar="DIR", help="rerun: the folder to rerun in (without it: a temporary one)")
     p.add_argument("--docs", metavar="DIR", default="docs", help="where ablations.md goes")
     p.add_argument("--variants", nargs="*", metavar="NAME", help="pretraining variants (without it: all)")
     p.add_argument("--fraction", type=float, default=0.15, help="the few-label regime: this share of the scenes")

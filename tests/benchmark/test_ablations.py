@@ -6,6 +6,7 @@ from ppkt.benchmark.ablations import VARIANTS, AblationPlan, run, tables_for
 from ppkt.benchmark.report import write_ablation_report
 from ppkt.benchmark.results import Results
 from ppkt.benchmark.transfer import PROBE, scene_fraction
+from ppkt.cli import main as cli_main
 from ppkt.train.run_dir import file_digest
 
 pytestmark = pytest.mark.usefixtures("two_threads")
@@ -21,7 +22,7 @@ def tiny_plan(out, **changes) -> AblationPlan:
     return AblationPlan(**{**settings, **changes})
 
 
-def test_tiny_ablations_run_reuse_and_report(tmp_path):
+def test_tiny_ablations_run_reuse_rerun_and_report(tmp_path, capsys):
     out = tmp_path / "ablations"
     results = run(tiny_plan(out))
     assert results.records["overlaps"]["overlaps"] > 0 and (out / "teacher2d.pt").is_file()
@@ -42,6 +43,12 @@ def test_tiny_ablations_run_reuse_and_report(tmp_path):
     stamps = {name: rec.get("finished") for name, rec in results.records.items()}
     again = run(tiny_plan(out))
     assert {name: rec.get("finished") for name, rec in again.records.items()} == stamps
+
+    # `ppkt benchmark ablations rerun ID`: the fine-tuning again from the recorded world and backbone, the same score
+    assert cli_main(["benchmark", "ablations", "rerun", "f0.5/ppkd_s1", "--out", str(out),
+                     "--rerun-out", str(tmp_path / "rerun")]) == 0
+    recorded = 100 * again.records["f0.5/ppkd_s1"]["miou"]
+    assert f"f0.5/ppkd_s1: recorded miou {recorded:.2f}, rerun {recorded:.2f}" in capsys.readouterr().out
 
     tables = tables_for(VARIANT_KEYS)
     # the tables with their rows whose variants ran: methods (4 of 6 rows), UPL vs PL (2), PPNCE vs PPKD (ppkd -
