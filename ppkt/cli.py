@@ -12,14 +12,27 @@ from typing import List, Optional
 
 from ppkt.commands import (HelpFormatter, benchmark, cache, figures, finetune, info, overlaps, pointcept, predict,
                            prepare, pretrain, synth, teacher)
+from ppkt.commands.options import check_paths, register_path_checks
 from ppkt.errors import Interrupted, UserError
 
 #: a config override: a dotted key, "=", a value (`train.iterations=100`, `data.roots=[a,b]`)
 OVERRIDE = re.compile(r"[A-Za-z_][\w.]*=")
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse's parser (of `ppkt` and, inherited, of every sub-command) whose errors are one line in the form of
+    every other user error: ``ppkt: error: <option>: <problem>``, exit status 2."""
+
+    def error(self, message: str):
+        def name(m: re.Match) -> str:
+            return max(m.group(1).split("/"), key=len) + ": "  # "-o/--out" -> "--out"
+
+        message = re.sub(r"^argument ([^:]+): ", name, message)
+        self.exit(2, f"ppkt: error: {message}\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="ppkt", formatter_class=HelpFormatter,
         description="Contrastive pixel-to-point knowledge transfer: pretrain 3D networks from 2D ones.",
         epilog="`ppkt COMMAND --help` lists a command's options with their defaults.")
@@ -27,6 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
     for group in (pretrain, cache, synth, teacher, finetune, predict, info, pointcept, prepare, overlaps, benchmark,
                   figures):
         group.add_commands(sub)
+    register_path_checks(parser)
     return parser
 
 
@@ -70,6 +84,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     if args.command is None:
         parser.print_help()
         return 0
+    problem = check_paths(args)  # inputs exist, outputs can be written: before any work
+    if problem:
+        print(f"ppkt: error: {problem}", file=sys.stderr)
+        return 2
     try:
         return args.func(args)
     except (UserError, argparse.ArgumentTypeError) as err:

@@ -147,7 +147,7 @@ def test_config_without_a_file_prints_the_defaults_of_the_chosen_kind(capsys, tm
     assert run_ppkt(capsys, "config")[:2] == (0, config_to_yaml(PretrainConfig()))
     assert run_ppkt(capsys, "config", "--kind", "finetune")[:2] == (0, config_to_yaml(FinetuneConfig()))
     code, _, err = run_ppkt(capsys, "config", "--config", tmp_path / "missing.yaml")
-    assert code == 2 and err == f"ppkt: error: {tmp_path / 'missing.yaml'}: config file not found\n"
+    assert code == 2 and err == f"ppkt: error: --config: {tmp_path / 'missing.yaml'}: no such file\n"
     code, _, err = run_ppkt(capsys, "config", "--kind", "pretrain", "--config", ROOT / "configs" / "finetune_s3dis.yaml")
     assert code == 2 and err.startswith("ppkt: error: ") and "data.root" in err  # read as a pretraining config
 
@@ -196,8 +196,9 @@ def test_interruptions_print_one_line_and_exit_with_the_signal_status(raised, co
 @pytest.mark.parametrize("args, message", [
     (["--scenes", "0"], "--scenes: must be >= 1, got 0"),
     (["--frames-per-scene", "-2"], "--frames-per-scene: must be >= 1, got -2"),
-    (["--image-size", "0", "320"], "--image-size: H and W must be >= 2 pixels, got 0 320"),
-    (["--point-spacing", "0"], "--point-spacing: must be > 0 (metres), got 0.0"),
+    (["--image-size", "0", "320"], "--image-size: must be >= 2, got 0"),
+    (["--point-spacing", "0"], "--point-spacing: must be a finite number > 0, got 0"),
+    (["--point-spacing", "nan"], "--point-spacing: must be a finite number > 0, got nan"),
     (["--workers", "0"], "--workers: must be >= 1, got 0"),
 ])
 def test_synth_refuses_bad_values_before_creating_anything(args, message, tmp_path, capsys):
@@ -217,7 +218,7 @@ def test_synth_in_a_pipe_prints_progress_lines_on_stderr_and_the_result_on_stdou
 def test_synth_refuses_an_out_that_is_a_file(tmp_path, capsys):
     (tmp_path / "file").write_text("x")
     code, out, err = run_ppkt(capsys, "synth", "--out", tmp_path / "file", "--scenes", "1")
-    assert code == 2 and err == f"ppkt: error: --out: must be a folder, not a file, got {tmp_path / 'file'}\n"
+    assert code == 2 and err == f"ppkt: error: --out: {tmp_path / 'file'} is a file; give a folder\n"
 
 
 # ------------------------------------------------------------------------------------------------ progress
@@ -255,3 +256,10 @@ def test_progress_on_a_terminal_draws_a_bar_and_ends_its_line_when_the_block_fai
         text = stream.getvalue()
         assert "\r" in text and "3/10" in text and "loss=1.25" in text
         assert text.endswith("\n") if leave else text.endswith("\r")  # what follows starts a line
+
+
+def test_synth_refuses_a_spacing_that_no_room_can_hold_before_creating_anything(tmp_path, capsys):
+    code, _, err = run_ppkt(capsys, "synth", "--out", tmp_path / "w", "--point-spacing", "1e-5")
+    # 310k points at 2.5 cm, x (0.025 / 1e-5)^2 = 1.94e12; the smallest spacing for 20 M points: 0.025 * sqrt(0.0155)
+    assert code == 2 and "--point-spacing: 1e-05 m would sample up to 1.94e+12 points a room" in err
+    assert "use >= 0.003 m" in err and not (tmp_path / "w").exists()

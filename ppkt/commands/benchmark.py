@@ -18,6 +18,7 @@ import tempfile
 from pathlib import Path
 
 from ppkt.commands import add_command, add_subcommands
+from ppkt.commands.options import count, input_dir, input_file, number, output_dir, output_file
 
 PROTOCOLS = Path(__file__).resolve().parents[1] / "configs" / "protocols"
 PAGES = {"segmentation": ("transfer_benchmark.md", "segmentation_tuning.md"),
@@ -136,17 +137,22 @@ def add_commands(subparsers) -> None:
         p = add_command(sub, name, f"{what}: the confirmatory protocol (tuned on val, reported on a test world)")
         p.add_argument("action", choices=("run", "report", "rerun"))
         p.add_argument("id", nargs="?", help="rerun: the record's name, e.g. confirm/full/ppkt_s1000")
-        p.add_argument("--protocol", metavar="FILE", help=f"the protocol (without it: ppkt/configs/protocols/{default}.yaml)")
-        p.add_argument("--out", metavar="DIR", help="folder of the runs and results.json (without it: runs/<protocol name>)")
-        p.add_argument("--results", metavar="FILE", help="report / rerun: a results file (without it: <out>/results.json)")
-        p.add_argument("--seed-results", metavar="FILE",
+        p.add_argument("--protocol", type=input_file, metavar="FILE",
+                       help=f"the protocol (without it: ppkt/configs/protocols/{default}.yaml)")
+        p.add_argument("--out", type=output_dir, metavar="DIR",
+                       help="folder of the runs and results.json (without it: runs/<protocol name>)")
+        p.add_argument("--results", type=input_file, metavar="FILE",
+                       help="report / rerun: a results file (without it: <out>/results.json)")
+        p.add_argument("--seed-results", type=input_file, metavar="FILE",
                        help="run: start <out>/results.json from this file (e.g. docs/results/<name>.json) when it "
                             "does not exist; the worlds and pretraining are made again, matching runs are reused")
         p.add_argument("--until", choices=("curves", "confirm"), default="curves",
                        help="run: curves = tuning on val only; confirm = then the test world (a fixed, committed "
                             "protocol)")
-        p.add_argument("--rerun-out", metavar="DIR", help="rerun: the folder to rerun in (without it: a temporary one)")
-        p.add_argument("--docs", metavar="DIR", default="docs", help="where the pages and results/<name>.json go")
+        p.add_argument("--rerun-out", type=output_dir, metavar="DIR",
+                       help="rerun: the folder to rerun in (without it: a temporary one)")
+        p.add_argument("--docs", type=output_dir, metavar="DIR", default="docs",
+                       help="where the pages and results/<name>.json go")
         p.set_defaults(func=_protocol, benchmark_default=default)
 
     p = add_command(sub, "ablations", "the paper's ablations (frame-level baselines, PointContrast, PPKD, UPL vs PL, "
@@ -154,31 +160,37 @@ def add_commands(subparsers) -> None:
     p.add_argument("action", choices=("run", "report", "rerun"))
     p.add_argument("id", nargs="?", help="rerun: the record's name, e.g. f0.15/ppkt_s0 (its fine-tuning, from the "
                                          "world and backbone in --out)")
-    p.add_argument("--out", metavar="DIR", default="runs/ablations", help="folder of the runs and results.json")
-    p.add_argument("--rerun-out", metavar="DIR", help="rerun: the folder to rerun in (without it: a temporary one)")
-    p.add_argument("--docs", metavar="DIR", default="docs", help="where ablations.md goes")
+    p.add_argument("--out", type=output_dir, metavar="DIR", default="runs/ablations",
+                   help="folder of the runs and results.json")
+    p.add_argument("--rerun-out", type=output_dir, metavar="DIR",
+                   help="rerun: the folder to rerun in (without it: a temporary one)")
+    p.add_argument("--docs", type=output_dir, metavar="DIR", default="docs", help="where ablations.md goes")
     p.add_argument("--variants", nargs="*", metavar="NAME", help="pretraining variants (without it: all)")
-    p.add_argument("--fraction", type=float, default=0.15, help="the few-label regime: this share of the scenes")
+    p.add_argument("--fraction", type=number(above=0, maximum=1), default=0.15,
+                   help="the few-label regime: this share of the scenes")
     p.add_argument("--no-probe", action="store_true", help="leave out the linear probe")
-    p.add_argument("--seeds", type=int, default=6, help="paired seeds per regime")
-    p.add_argument("--scenes", type=int, default=120, help="scenes of the world")
-    p.add_argument("--pretrain-iterations", type=int, default=600, help="per pretraining run")
-    p.add_argument("--finetune-iterations", type=int, default=240, help="per fine-tuning run")
-    p.add_argument("--probe-iterations", type=int, default=100, help="per linear probe")
-    p.add_argument("--teacher2d-iterations", type=int, default=300, help="the 2D segmentation teacher's training")
-    p.add_argument("--jobs", type=int, default=2, help="fine-tuning runs at once")
-    p.add_argument("--threads", type=int, default=2, help="CPU threads in all (split over --jobs)")
+    p.add_argument("--seeds", type=count(2), default=6, help="paired seeds per regime")
+    p.add_argument("--scenes", type=count(2), default=120, help="scenes of the world")
+    p.add_argument("--pretrain-iterations", type=count(1), default=600, help="per pretraining run")
+    p.add_argument("--finetune-iterations", type=count(1), default=240, help="per fine-tuning run")
+    p.add_argument("--probe-iterations", type=count(1), default=100, help="per linear probe")
+    p.add_argument("--teacher2d-iterations", type=count(1), default=300, help="the 2D segmentation teacher's training")
+    p.add_argument("--jobs", type=count(1), default=2, help="fine-tuning runs at once")
+    p.add_argument("--threads", type=count(1), default=2, help="CPU threads in all (split over --jobs)")
     p.set_defaults(func=_ablations)
 
     p = add_command(sub, "pilot", "the paper's pilot study: a 2D segmentation network (EfficientNet-Lite0-FCN) "
                                   "from ImageNet weights vs from scratch, its predictions carried onto the 3D points "
                                   "of the validation scenes and scored as 3D segmentation")
-    p.add_argument("--data", required=True, metavar="DIR", help="a synthetic world (`ppkt synth --out DIR`)")
-    p.add_argument("--out", required=True, metavar="DIR", help="folder of the trained networks and results.json "
+    p.add_argument("--data", type=input_dir, required=True, metavar="DIR",
+                   help="a synthetic world (`ppkt synth --out DIR`)")
+    p.add_argument("--out", type=output_dir, required=True, metavar="DIR",
+                   help="folder of the trained networks and results.json "
                                                                 "(finished runs are reused)")
-    p.add_argument("--seeds", type=int, default=3, help="paired seeds (each: one ImageNet and one scratch run)")
-    p.add_argument("--iterations", type=int, default=300, help="2D training iterations per run")
-    p.add_argument("--batch-size", type=int, default=8, help="crops per iteration")
-    p.add_argument("--threads", type=int, default=2, help="torch CPU threads")
-    p.add_argument("--page", default=None, metavar="FILE", help="the markdown report (default: OUT/pilot.md)")
+    p.add_argument("--seeds", type=count(2), default=3, help="paired seeds (each: one ImageNet and one scratch run)")
+    p.add_argument("--iterations", type=count(1), default=300, help="2D training iterations per run")
+    p.add_argument("--batch-size", type=count(1), default=8, help="crops per iteration")
+    p.add_argument("--threads", type=count(1), default=2, help="torch CPU threads")
+    p.add_argument("--page", type=output_file, default=None, metavar="FILE",
+                   help="the markdown report (default: OUT/pilot.md)")
     p.set_defaults(func=_pilot)

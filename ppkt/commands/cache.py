@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from ppkt.commands import add_command, add_overrides
+from ppkt.commands.options import count, input_file, output_dir
 
 
 def _cache_teacher(args: argparse.Namespace) -> int:
@@ -46,9 +47,11 @@ def _cache_teacher(args: argparse.Namespace) -> int:
 def add_commands(subparsers) -> None:
     p = add_command(subparsers, "cache-teacher", "compute the frozen teacher's features of every pretraining frame "
                                                  "once (resumable), for `ppkt pretrain ... teacher.cache=DIR`")
-    p.add_argument("--config", required=True, metavar="FILE", help="the pretraining config, e.g. configs/pretrain_demo.yaml")
-    p.add_argument("--out", default=None, metavar="DIR", help="cache folder (default: the config's teacher.cache)")
-    p.add_argument("--batch-size", type=int, metavar="N", default=8, help="frames per teacher forward")
+    p.add_argument("--config", type=input_file, required=True, metavar="FILE",
+                   help="the pretraining config, e.g. configs/pretrain_demo.yaml")
+    p.add_argument("--out", type=output_dir, default=None, metavar="DIR",
+                   help="cache folder (default: the config's teacher.cache)")
+    p.add_argument("--batch-size", type=count(1), metavar="N", default=8, help="frames per teacher forward")
     p.add_argument("--device", default=None, help="auto | cpu | cuda | cuda:N (default: the config's train.device)")
     add_overrides(p, "augment.resize=[1,1]")
     p.set_defaults(func=_cache_teacher)

@@ -5,6 +5,7 @@ import argparse
 from pathlib import Path
 
 from ppkt.commands import add_command, add_subcommands
+from ppkt.commands.options import count, input_dir, output_dir, output_file
 
 
 def _tsne(args: argparse.Namespace) -> int:
@@ -69,25 +70,29 @@ def add_commands(subparsers) -> None:
     sub = add_subcommands(figures, "figures_command")
     p = add_command(sub, "tsne", "t-SNE of the teacher's global image features beside its pixel features, coloured "
                                  "by class, on the labelled frames of a synthetic world (paper Figure 3)")
-    p.add_argument("--data", required=True, metavar="DIR", help="a dataset with 2D labels (`ppkt synth --out DIR`)")
-    p.add_argument("--out", required=True, metavar="FILE", help="the PNG to write (the points go beside it, .npz)")
+    p.add_argument("--data", type=input_dir, required=True, metavar="DIR",
+                   help="a dataset with 2D labels (`ppkt synth --out DIR`)")
+    p.add_argument("--out", type=output_file, required=True, metavar="FILE",
+                   help="the PNG to write (the points go beside it, .npz)")
     p.add_argument("--split", default="val", help="split file under DIR/splits")
-    p.add_argument("--scenes", type=int, default=3, help="the first N scenes of the split")
-    p.add_argument("--pixels", type=int, default=100, help="labelled pixels sampled per frame")
+    p.add_argument("--scenes", type=count(1), default=3, help="the first N scenes of the split")
+    p.add_argument("--pixels", type=count(1), default=100, help="labelled pixels sampled per frame")
     p.add_argument("--teacher-arch", default="efficientnet_lite0", help="the 2D network whose features are shown")
     p.add_argument("--teacher-weights", default="imagenet", help="imagenet | none | a checkpoint path")
     p.add_argument("--teacher-stage", default=None, help="default: the deepest stage")
-    p.add_argument("--seed", type=int, default=0, help="seed of the pixel sampling and of t-SNE")
+    p.add_argument("--seed", type=count(0), default=0, help="seed of the pixel sampling and of t-SNE")
     p.set_defaults(func=_tsne)
     p = add_command(sub, "pca", "a frame's voxels coloured by a 3-component PCA of the student's point features, from "
                                 "random weights (before) and from a pretraining run's export (after): PLY + PNG")
-    p.add_argument("--run", required=True, metavar="DIR", help="a pretraining run folder (config.yaml, backbone.pth)")
-    p.add_argument("--out", required=True, metavar="DIR", help="folder for before.ply, after.ply and pca.png")
-    p.add_argument("--frame", type=int, default=0, help="index of the frame among the run's frames")
+    p.add_argument("--run", type=input_dir, required=True, metavar="DIR",
+                   help="a pretraining run folder (config.yaml, backbone.pth)")
+    p.add_argument("--out", type=output_dir, required=True, metavar="DIR",
+                   help="folder for before.ply, after.ply and pca.png")
+    p.add_argument("--frame", type=count(0), default=0, help="index of the frame among the run's frames")
     p.set_defaults(func=_pca)
     p = add_command(sub, "curves", "the training loss of several runs in one plot")
-    p.add_argument("runs", nargs="+", metavar="RUN", help="run folders holding metrics.jsonl")
-    p.add_argument("--out", required=True, metavar="FILE", help="the PNG to write")
+    p.add_argument("runs", type=input_dir, nargs="+", metavar="RUN", help="run folders holding metrics.jsonl")
+    p.add_argument("--out", type=output_file, required=True, metavar="FILE", help="the PNG to write")
     p.add_argument("--labels", nargs="*", default=None, help="one label per run (default: the folder names)")
     p.add_argument("--key", default="loss", help="the metric to plot")
     p.set_defaults(func=_curves)

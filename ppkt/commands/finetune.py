@@ -5,6 +5,7 @@ import argparse
 from pathlib import Path
 
 from ppkt.commands import add_command, add_overrides
+from ppkt.commands.options import count, input_dir, input_file, output_dir
 from ppkt.commands.pretrain import add_run_options
 from ppkt.errors import UserError
 
@@ -63,10 +64,11 @@ def add_commands(subparsers) -> None:
                     epilog="few-label protocols: data.label_fraction=F (a seeded share of the training scenes; with "
                            "data.stratified=true every class present stays in), data.limited_points=K (K labelled "
                            "points per scene), model.freeze_backbone=true (linear probe: only the classifier trains)")
-    p.add_argument("--config", required=True, metavar="FILE", help="YAML config, e.g. configs/finetune_synthetic.yaml "
+    p.add_argument("--config", type=input_file, required=True, metavar="FILE",
+                   help="YAML config, e.g. configs/finetune_synthetic.yaml "
                                                                   "(detection: configs/detection_synthetic.yaml)")
     add_task(p)
-    p.add_argument("--pretrained", default=None, metavar="CKPT",
+    p.add_argument("--pretrained", type=input_file, default=None, metavar="CKPT",
                    help="backbone export of `ppkt pretrain` (backbone.pth); same as model.pretrained=CKPT "
                         "(default: the config's model.pretrained)")
     add_run_options(p)
@@ -77,18 +79,22 @@ def add_commands(subparsers) -> None:
                     epilog="detection boxes of another system: --task detection --predictions DIR --data ROOT --out OUT, "
                            "DIR/<scene>.npy a (K, 9) array [cx, cy, cz, dx, dy, dz, heading, class, score]")
     add_task(p)
-    p.add_argument("--checkpoint", default=None, metavar="FILE", help="a `ppkt finetune` checkpoint, e.g. runs/x/checkpoints/last.pt")
-    p.add_argument("--predictions", default=None, metavar="DIR",
+    p.add_argument("--checkpoint", type=input_file, default=None, metavar="FILE",
+                   help="a `ppkt finetune` checkpoint, e.g. runs/x/checkpoints/last.pt")
+    p.add_argument("--predictions", type=input_dir, default=None, metavar="DIR",
                    help="detection only: score DIR/<scene>.npy files instead of a checkpoint (no file: no detections)")
     p.add_argument("--classes", default=None, metavar="NAME",
                    help="detection classes of --predictions: scannet18 | sunrgbd10 | synthetic | a detection_classes.json "
                         "(default: ROOT/detection_classes.json)")
-    p.add_argument("--axis-aligned", action="store_true", help="detection --predictions: IoU ignores headings (ScanNet)")
-    p.add_argument("--data", default=None, metavar="ROOT", help="dataset folder (default: the one it was trained on)")
+    p.add_argument("--axis-aligned", action="store_true",
+                   help="detection --predictions: IoU ignores headings (ScanNet)")
+    p.add_argument("--data", type=input_dir, default=None, metavar="ROOT",
+                   help="dataset folder (default: the one it was trained on)")
     p.add_argument("--split", default="val", help="split file under ROOT/splits")
-    p.add_argument("--out", default=None, metavar="DIR", help="output folder (default: <run>/eval_<split>)")
+    p.add_argument("--out", type=output_dir, default=None, metavar="DIR",
+                   help="output folder (default: <run>/eval_<split>)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
-    p.add_argument("--workers", type=int, metavar="N", default=0, help="scene-loading processes")
+    p.add_argument("--workers", type=count(0), metavar="N", default=0, help="scene-loading processes")
     p.add_argument("--no-ply", action="store_true", help="skip the per-scene PLY files")
     p.set_defaults(func=_evaluate)
 

@@ -104,6 +104,23 @@ def describe_json(obj: Any, path: Path) -> List[str]:
     raise UserError(f"{path}: a JSON file ppkt does not know")
 
 
+def describe_npy(path: Path) -> List[str]:
+    """A NumPy array (predictions' .labels.npy / .boxes.npy, scene files): its shape, type and value range."""
+    import numpy as np
+
+    try:
+        a = np.load(path, mmap_mode="r", allow_pickle=False)
+    except (ValueError, OSError) as err:
+        raise UserError(f"{path}: not a NumPy array file ppkt can read ({err})") from None
+    kind = {".labels": "ppkt predict's labels (one class id a point, -1: no prediction)",
+            ".boxes": "ppkt predict's boxes ([cx, cy, cz, dx, dy, dz, heading, class, score] a row)"}.get(
+        Path(path.stem).suffix, "NumPy array")
+    lines = [kind, f"  shape: {tuple(a.shape)}, {a.dtype}"]
+    if a.size and a.dtype.kind in "iuf":
+        lines.append(f"  values: {_fmt(a.min().item())} to {_fmt(a.max().item())}")
+    return lines
+
+
 def describe(path: Path) -> List[str]:
     if not path.is_file():
         raise UserError(f"{path}: no such file")
@@ -112,6 +129,8 @@ def describe(path: Path) -> List[str]:
             return describe_json(json.loads(path.read_text()), path)
         except (json.JSONDecodeError, UnicodeDecodeError) as err:
             raise UserError(f"{path}: not valid JSON ({err})") from None
+    if path.suffix == ".npy":
+        return describe_npy(path)
     import torch
 
     from ppkt.checkpoint import load_problem
@@ -132,6 +151,6 @@ def _info(args: argparse.Namespace) -> int:
 def add_commands(subparsers) -> None:
     p = add_command(subparsers, "info", "say what a file ppkt wrote holds and what made it",
                     epilog="checkpoints (pretraining, fine-tuning, detection), backbone exports, Pointcept exports, 2D "
-                           "teachers, benchmark results.json, metrics.json, predict's summary.json")
+                           "teachers, benchmark results.json, metrics.json, predict's summary.json and .npy outputs")
     p.add_argument("files", nargs="+", metavar="FILE")
     p.set_defaults(func=_info)

@@ -5,6 +5,7 @@ import argparse
 from pathlib import Path
 
 from ppkt.commands import add_command
+from ppkt.commands.options import count, fraction, input_dir, number, output_file
 
 
 def _overlaps(args: argparse.Namespace) -> int:
@@ -15,10 +16,6 @@ def _overlaps(args: argparse.Namespace) -> int:
     from ppkt.data.overlap import mine_folder, write_overlaps
     from ppkt.progress import Progress
 
-    if not 0.0 <= args.min_overlap <= 1.0:
-        raise SystemExit(f"ppkt overlaps: --min-overlap must be a fraction in [0, 1], got {args.min_overlap}")
-    if not (args.voxel > 0 and args.radius > 0):
-        raise SystemExit(f"ppkt overlaps: --voxel and --radius must be > 0 metres, got {args.voxel}, {args.radius}")
     root = Path(args.root)
     folders = [open_frame_folder(f, depth_scale=args.depth_scale, max_depth=args.max_depth, stride=args.stride)
                for f in find_frame_folders(root)]
@@ -42,14 +39,18 @@ def _overlaps(args: argparse.Namespace) -> int:
 def add_commands(subparsers) -> None:
     p = add_command(subparsers, "overlaps", "find the pairs of frames of each scan that overlap (PointContrast's views): "
                                          "a tab-separated file folder, frame_a, frame_b, overlap")
-    p.add_argument("root", help="a scan folder of RGB-D frames with poses (ScanNet export, 7-Scenes) or a folder "
+    p.add_argument("root", type=input_dir,
+                   help="a scan folder of RGB-D frames with poses (ScanNet export, 7-Scenes) or a folder "
                                 "holding several")
-    p.add_argument("--out", required=True, metavar="FILE", help="the overlaps file to write (tab-separated)")
-    p.add_argument("--min-overlap", type=float, default=0.3,
+    p.add_argument("--out", type=output_file, required=True, metavar="FILE",
+                   help="the overlaps file to write (tab-separated)")
+    p.add_argument("--min-overlap", type=fraction, default=0.3,
                    help="keep a pair when this fraction of frame_a's points has a frame_b point within --radius")
-    p.add_argument("--voxel", type=float, default=0.05, help="metres: one point per voxel of this size per frame")
-    p.add_argument("--radius", type=float, default=0.075, help="metres: how near a point of the other frame must be")
-    p.add_argument("--stride", type=int, default=1, help="use every k-th frame of each scan")
-    p.add_argument("--depth-scale", type=float, default=1000.0, help="depth PNG units per metre")
-    p.add_argument("--max-depth", type=float, default=10.0, help="metres; farther depth counts as invalid")
+    p.add_argument("--voxel", type=number(above=0), default=0.05,
+                   help="metres: one point per voxel of this size per frame")
+    p.add_argument("--radius", type=number(above=0), default=0.075,
+                   help="metres: how near a point of the other frame must be")
+    p.add_argument("--stride", type=count(1), default=1, help="use every k-th frame of each scan")
+    p.add_argument("--depth-scale", type=number(above=0), default=1000.0, help="depth PNG units per metre")
+    p.add_argument("--max-depth", type=number(above=0), default=10.0, help="metres; farther depth counts as invalid")
     p.set_defaults(func=_overlaps)

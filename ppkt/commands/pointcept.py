@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 
 from ppkt.commands import add_command, add_subcommands
+from ppkt.commands.options import input_file, output_file
 
 
 def _export(args: argparse.Namespace) -> int:
@@ -29,10 +30,13 @@ def add_commands(subparsers) -> None:
     p = add_command(subparsers, "pointcept", "convert backbones to / from Pointcept's SpUNet-v1m1")
     sub = add_subcommands(p, "pointcept_command")
     e = add_command(sub, "export", "ppkt backbone.pth -> a Pointcept weight file")
-    e.add_argument("--backbone", required=True, metavar="FILE", help="backbone.pth written by `ppkt pretrain`")
-    e.add_argument("--out", required=True, metavar="FILE", help="Pointcept weight file to write")
+    e.add_argument("--backbone", type=input_file, required=True, metavar="FILE",
+                   help="backbone.pth written by `ppkt pretrain`")
+    e.add_argument("--out", type=output_file, required=True, metavar="FILE", help="Pointcept weight file to write")
     e.set_defaults(func=_export)
     i = add_command(sub, "import", "a Pointcept SpUNet-v1m1 checkpoint -> a ppkt backbone export")
-    i.add_argument("--checkpoint", required=True, metavar="FILE", help="Pointcept checkpoint (model_best.pth, ...)")
-    i.add_argument("--out", required=True, metavar="FILE", help="backbone export to write, for `ppkt finetune --pretrained`")
+    i.add_argument("--checkpoint", type=input_file, required=True, metavar="FILE",
+                   help="Pointcept checkpoint (model_best.pth, ...)")
+    i.add_argument("--out", type=output_file, required=True, metavar="FILE",
+                   help="backbone export to write, for `ppkt finetune --pretrained`")
     i.set_defaults(func=_import)

@@ -7,32 +7,12 @@ import time
 from pathlib import Path
 
 from ppkt.commands import add_command
+from ppkt.commands.options import count, fraction, input_file, input_path, number, output_dir
 from ppkt.errors import UserError
 
 
 def check_options(args: argparse.Namespace) -> None:
-    """Every option before any work: inputs exist, the output folder can be made, numbers in range."""
-    if not Path(args.checkpoint).is_file():
-        raise UserError(f"--checkpoint: {args.checkpoint}: no such file")
-    for item in args.inputs:
-        if not Path(item).exists():
-            raise UserError(f"INPUT: {item}: no such file or folder")
-    out = Path(args.out)
-    if out.exists() and not out.is_dir():
-        raise UserError(f"--out: {out} is a file; give a folder")
-    parent = next((p for p in [out, *out.parents] if p.exists()), Path("."))
-    import os
-
-    if not os.access(parent, os.W_OK):
-        raise UserError(f"--out: {parent} is not writable")
-    if not args.tile > 0:
-        raise UserError(f"--tile: must be > 0 metres, got {args.tile}")
-    if not 0 <= args.min_score <= 1:
-        raise UserError(f"--min-score: must be in [0, 1], got {args.min_score}")
-    if args.margin is not None and args.margin < 0:
-        raise UserError(f"--margin: must be >= 0 voxels, got {args.margin}")
-    if not args.scale > 0:
-        raise UserError(f"--scale: must be > 0, got {args.scale}")
+    """What the option types (`ppkt.commands.options`) cannot see: two inputs whose outputs would share a name."""
     names = [Path(i).stem if Path(i).is_file() else Path(i).name for i in args.inputs]
     twice = sorted({n for n in names if names.count(n) > 1})
     if twice:
@@ -186,23 +166,23 @@ def add_commands(subparsers) -> None:
                            "NAME.labels.npy (a class id per input point, input order), NAME.ply (coloured by class), "
                            "NAME.png (preview); for a detector NAME.boxes.npy (rows cx cy cz dx dy dz heading class "
                            "score), NAME.boxes.ply, NAME.png; and summary.json")
-    p.add_argument("inputs", nargs="+", metavar="INPUT", help="scans to label")
-    p.add_argument("--checkpoint", required=True, metavar="CKPT",
+    p.add_argument("inputs", type=input_path, nargs="+", metavar="INPUT", help="scans to label")
+    p.add_argument("--checkpoint", type=input_file, required=True, metavar="CKPT",
                    help="a `ppkt finetune` checkpoint (segmentation or --task detection; last.pt / best.pt)")
-    p.add_argument("--out", required=True, metavar="DIR", help="output folder (made if missing)")
-    p.add_argument("--scale", type=float, default=1.0, help="multiply coordinates by this to get metres "
+    p.add_argument("--out", type=output_dir, required=True, metavar="DIR", help="output folder (made if missing)")
+    p.add_argument("--scale", type=number(above=0), default=1.0, help="multiply coordinates by this to get metres "
                                                             "(0.001 for millimetres)")
     p.add_argument("--up", default="z", choices=("z", "-z", "y", "-y", "x", "-x"), help="the scan's up axis")
     p.add_argument("--no-up-check", action="store_true", help="predict even when the floor is not across the up axis")
-    p.add_argument("--tile", type=float, default=8.0, help="metres: the core of a tile on large scans")
-    p.add_argument("--margin", type=int, default=None,
+    p.add_argument("--tile", type=number(above=0), default=8.0, help="metres: the core of a tile on large scans")
+    p.add_argument("--margin", type=count(0), default=None,
                    help="voxels of context around each tile (default: the network's receptive radius, so tiles give "
                         "the same labels as one pass; less is faster and approximate)")
-    p.add_argument("--min-score", type=float, default=0.5,
+    p.add_argument("--min-score", type=fraction, default=0.5,
                    help="detection: keep boxes whose objectness x class probability is at least this")
     p.add_argument("--format", choices=("ppkt", "scannet"), default="ppkt",
                    help="scannet: also NAME.txt, one NYU40 id per point (the ScanNet benchmark's submission format)")
     p.add_argument("--no-preview", action="store_true", help="skip the PNG previews")
-    p.add_argument("--threads", type=int, default=0, help="CPU threads (0: torch's default)")
+    p.add_argument("--threads", type=count(0), default=0, help="CPU threads (0: torch's default)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=_predict)

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Callable, List, Sequence, Tuple
 
 from ppkt.commands import add_command, add_subcommands
+from ppkt.commands.options import count, input_dir, output_dir
 
 
 def _convert_all(fn: Callable[..., dict], items: Sequence[Path], out: Path, workers: int, what: str,
@@ -100,32 +101,41 @@ def add_commands(subparsers) -> None:
     sub = add_subcommands(p, "dataset")
 
     q = add_command(sub, "scannet", ".sens files -> exported RGB-D frames for `ppkt pretrain`")
-    q.add_argument("--scans", required=True, metavar="DIR", help="ScanNet's scans/ folder (<scan>/<scan>.sens), or one .sens file")
-    q.add_argument("--out", required=True, metavar="DIR", help="output folder (one frame folder per scan)")
-    q.add_argument("--every", type=int, metavar="K", default=25, help="export every k-th frame (25: the paper's choice)")
-    q.add_argument("--workers", type=int, metavar="N", default=1, help="scans exported in parallel")
+    q.add_argument("--scans", type=input_dir, required=True, metavar="DIR",
+                   help="ScanNet's scans/ folder (<scan>/<scan>.sens), or one .sens file")
+    q.add_argument("--out", type=output_dir, required=True, metavar="DIR",
+                   help="output folder (one frame folder per scan)")
+    q.add_argument("--every", type=count(1), metavar="K", default=25,
+                   help="export every k-th frame (25: the paper's choice)")
+    q.add_argument("--workers", type=count(1), metavar="N", default=1, help="scans exported in parallel")
     q.set_defaults(func=_scannet)
 
     q = add_command(sub, "scannet-scenes", "meshes + labels -> scene folders for `ppkt finetune` (and boxes)")
-    q.add_argument("--scans", required=True, metavar="DIR", help="ScanNet's scans/ folder (<scan>/<scan>_vh_clean_2.ply, ...)")
-    q.add_argument("--out", required=True, metavar="DIR", help="output dataset folder (scenes/<scan>/, splits/)")
+    q.add_argument("--scans", type=input_dir, required=True, metavar="DIR",
+                   help="ScanNet's scans/ folder (<scan>/<scan>_vh_clean_2.ply, ...)")
+    q.add_argument("--out", type=output_dir, required=True, metavar="DIR",
+                   help="output dataset folder (scenes/<scan>/, splits/)")
     q.add_argument("--split", action="append", default=[], metavar="NAME=FILE",
                    help="a split list, e.g. train=scannetv2_train.txt (repeatable)")
-    q.add_argument("--workers", type=int, metavar="N", default=1, help="scans converted in parallel")
+    q.add_argument("--workers", type=count(1), metavar="N", default=1, help="scans converted in parallel")
     q.set_defaults(func=_scannet_scenes)
 
     q = add_command(sub, "s3dis", "Area_N/<room>/Annotations -> scene folders for `ppkt finetune`")
-    q.add_argument("--root", required=True, metavar="DIR", help="Stanford3dDataset_v1.2_Aligned_Version/")
-    q.add_argument("--out", required=True, metavar="DIR", help="output dataset folder (Area_N/<room>/)")
-    q.add_argument("--workers", type=int, metavar="N", default=1, help="rooms converted in parallel")
+    q.add_argument("--root", type=input_dir, required=True, metavar="DIR",
+                   help="Stanford3dDataset_v1.2_Aligned_Version/")
+    q.add_argument("--out", type=output_dir, required=True, metavar="DIR",
+                   help="output dataset folder (Area_N/<room>/)")
+    q.add_argument("--workers", type=count(1), metavar="N", default=1, help="rooms converted in parallel")
     q.set_defaults(func=_s3dis)
 
     q = add_command(sub, "sunrgbd", "VoteNet's sunrgbd_trainval/ -> scene folders with oriented boxes (10 classes)")
     q.add_argument("trainval", metavar="SUNRGBD_TRAINVAL",
                    help="VoteNet's extracted folder (depth/, label/, calib/, train_data_idx.txt, val_data_idx.txt)")
-    q.add_argument("--out", required=True, metavar="DIR", help="output dataset folder (scenes/<id>/, splits/)")
-    q.add_argument("--workers", type=int, metavar="N", default=1, help="samples converted in parallel")
-    q.add_argument("--limit", type=int, metavar="N", default=None, help="convert only the first N ids of each split")
+    q.add_argument("--out", type=output_dir, required=True, metavar="DIR",
+                   help="output dataset folder (scenes/<id>/, splits/)")
+    q.add_argument("--workers", type=count(1), metavar="N", default=1, help="samples converted in parallel")
+    q.add_argument("--limit", type=count(1), metavar="N", default=None,
+                   help="convert only the first N ids of each split")
     q.add_argument("--keep-empty", action="store_true",
                    help="list samples without any of the 10 classes in the splits too (VoteNet leaves them out)")
     q.set_defaults(func=_sunrgbd)

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Optional
 
 from ppkt.commands import add_command, add_overrides
+from ppkt.commands.options import count, input_dir, input_file, number
 
 CONFIG_KINDS = ("pretrain", "finetune", "detection")
 
@@ -71,14 +72,16 @@ def add_run_options(parser: argparse.ArgumentParser) -> None:
 
 def add_commands(subparsers) -> None:
     p = add_command(subparsers, "pretrain", "pretrain a 3D student on RGB-D frames with a frozen 2D teacher")
-    p.add_argument("--config", required=True, metavar="FILE", help="YAML config, e.g. configs/pretrain_demo.yaml")
+    p.add_argument("--config", type=input_file, required=True, metavar="FILE",
+                   help="YAML config, e.g. configs/pretrain_demo.yaml")
     add_run_options(p)
     add_overrides(p, "train.iterations=100")
     p.set_defaults(func=_pretrain)
 
     p = add_command(subparsers, "config", "print the resolved config (defaults <- file <- overrides) of a "
                                           "pretraining, fine-tuning or detection run")
-    p.add_argument("--config", default=None, metavar="FILE", help="YAML config (default: none, the pretraining defaults)")
+    p.add_argument("--config", type=input_file, default=None, metavar="FILE",
+                   help="YAML config (default: none, the pretraining defaults)")
     p.add_argument("--kind", default=None, choices=CONFIG_KINDS,
                    help="the config's schema (default: detection for a file with a top-level `eval` section, "
                         "finetune for one with a `model` section, else pretrain)")
@@ -86,8 +89,8 @@ def add_commands(subparsers) -> None:
     p.set_defaults(func=_config)
 
     p = add_command(subparsers, "frames", "list the RGB-D frame folders found under a directory")
-    p.add_argument("root", help="a frame folder, or a folder holding many")
+    p.add_argument("root", type=input_dir, help="a frame folder, or a folder holding many")
     p.add_argument("--layout", default="auto", choices=["auto", "scannet", "7scenes"], help="folder layout")
-    p.add_argument("--depth-scale", type=float, metavar="S", default=1000.0, help="depth units per metre")
-    p.add_argument("--stride", type=int, metavar="K", default=1, help="keep every k-th frame")
+    p.add_argument("--depth-scale", type=number(above=0), metavar="S", default=1000.0, help="depth units per metre")
+    p.add_argument("--stride", type=count(1), metavar="K", default=1, help="keep every k-th frame")
     p.set_defaults(func=_frames)

@@ -5,6 +5,7 @@ import argparse
 
 from ppkt.atomic import write_json
 from ppkt.commands import add_command, add_subcommands
+from ppkt.commands.options import count, input_dir, input_file, number, output_file
 from ppkt.teacher2d_defaults import DEFAULT_BATCH_SIZE, DEFAULT_IMAGE_SIZE, DEFAULT_ITERATIONS, DEFAULT_LR, SEG_ARCHS
 
 
@@ -40,27 +41,34 @@ def add_commands(subparsers) -> None:
     sub = add_subcommands(teacher, "teacher_command")
 
     p = add_command(sub, "train", "train a ResNet-FCN on DATA's train split; its backbone is a PPKT teacher")
-    p.add_argument("--data", required=True, metavar="DIR", help="dataset root (classes.json, splits/, frames/)")
-    p.add_argument("--out", required=True, metavar="FILE", help="checkpoint to write, e.g. runs/teacher2d.pt")
+    p.add_argument("--data", type=input_dir, required=True, metavar="DIR",
+                   help="dataset root (classes.json, splits/, frames/)")
+    p.add_argument("--out", type=output_file, required=True, metavar="FILE",
+                   help="checkpoint to write, e.g. runs/teacher2d.pt")
     p.add_argument("--arch", default="resnet18", choices=SEG_ARCHS, help="backbone")
-    p.add_argument("--iterations", type=int, metavar="N", default=DEFAULT_ITERATIONS, help="training iterations")
-    p.add_argument("--batch-size", type=int, metavar="N", default=DEFAULT_BATCH_SIZE, help="crops per iteration")
-    p.add_argument("--lr", type=float, default=DEFAULT_LR, help="AdamW peak learning rate")
-    p.add_argument("--image-size", type=int, nargs=2, default=list(DEFAULT_IMAGE_SIZE), metavar=("H", "W"),
+    p.add_argument("--iterations", type=count(1), metavar="N", default=DEFAULT_ITERATIONS, help="training iterations")
+    p.add_argument("--batch-size", type=count(1), metavar="N", default=DEFAULT_BATCH_SIZE, help="crops per iteration")
+    p.add_argument("--lr", type=number(above=0), default=DEFAULT_LR, help="AdamW peak learning rate")
+    p.add_argument("--image-size", type=count(16), nargs=2, default=list(DEFAULT_IMAGE_SIZE), metavar=("H", "W"),
                    help="training crop size; use the pretraining's data.image_size")
-    p.add_argument("--seed", type=int, metavar="N", default=0, help="seed of every random choice")
-    p.add_argument("--workers", type=int, metavar="N", default=0, help="data loading processes (0: in the training process)")
+    p.add_argument("--seed", type=count(0), metavar="N", default=0, help="seed of every random choice")
+    p.add_argument("--workers", type=count(0), metavar="N", default=0,
+                   help="data loading processes (0: in the training process)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
-    p.add_argument("--backbone-weights", default="none", metavar="WEIGHTS", help="backbone init: none | imagenet | checkpoint path")
+    p.add_argument("--backbone-weights", default="none", metavar="WEIGHTS",
+                   help="backbone init: none | imagenet | checkpoint path")
     p.add_argument("--no-eval", action="store_true", help="skip the evaluation on the val split after training")
     p.add_argument("--resume", action="store_true", help="continue the run of --out from <stem>.last.pt (same options)")
     p.add_argument("--overwrite", action="store_true", help="delete an earlier run of --out and start over")
     p.set_defaults(func=_train)
 
     p = add_command(sub, "evaluate", "pixel accuracy, mIoU and per-class IoU of a teacher checkpoint", aliases=["eval"])
-    p.add_argument("--checkpoint", required=True, metavar="FILE", help="a `ppkt teacher train` checkpoint")
-    p.add_argument("--data", required=True, metavar="DIR", help="dataset root (classes.json, splits/, frames/)")
+    p.add_argument("--checkpoint", type=input_file, required=True, metavar="FILE",
+                   help="a `ppkt teacher train` checkpoint")
+    p.add_argument("--data", type=input_dir, required=True, metavar="DIR",
+                   help="dataset root (classes.json, splits/, frames/)")
     p.add_argument("--split", default="val", help="split file under DIR/splits")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
-    p.add_argument("--json", default=None, metavar="FILE", help="also write the metrics as JSON (default: no)")
+    p.add_argument("--json", type=output_file, default=None, metavar="FILE",
+                   help="also write the metrics as JSON (default: no)")
     p.set_defaults(func=_evaluate)

@@ -81,6 +81,10 @@ def test_labels_per_point_in_input_order_equal_evaluate(trained, tmp_path, capsy
     capsys.readouterr()
     assert main(["info", str(out / "summary.json")]) == 0
     assert f"binary.ply: {len(coord)} points" in capsys.readouterr().out
+    assert main(["info", str(out / "binary.labels.npy")]) == 0
+    text = capsys.readouterr().out
+    assert "ppkt predict's labels" in text and f"shape: ({len(coord)},)" in text
+    assert f"values: {truth.min()} to {truth.max()}" in text
 
     no_colour = write_scan_ply(tmp_path / "grey.ply", coord)
     assert main(["predict", "--checkpoint", str(ckpt), str(no_colour), "--out", str(tmp_path / "o2"), "--quiet"]) == 2
