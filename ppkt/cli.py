@@ -6,6 +6,7 @@ Config overrides (`key=value`) may come anywhere among a command's options. Erro
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import sys
 from typing import List, Optional
@@ -13,7 +14,7 @@ from typing import List, Optional
 from ppkt.commands import (HelpFormatter, benchmark, cache, figures, finetune, info, overlaps, pointcept, predict,
                            prepare, pretrain, synth, teacher)
 from ppkt.commands.options import check_paths, register_path_checks
-from ppkt.errors import Interrupted, UserError
+from ppkt.errors import Interrupted, RunFailed, UserError
 
 #: a config override: a dotted key, "=", a value (`train.iterations=100`, `data.roots=[a,b]`)
 OVERRIDE = re.compile(r"[A-Za-z_][\w.]*=")
@@ -93,12 +94,22 @@ def main(argv: Optional[List[str]] = None) -> int:
     except (UserError, argparse.ArgumentTypeError) as err:
         print(f"ppkt: error: {user_message(err)}", file=sys.stderr)
         return 2
+    except RunFailed as err:
+        print(f"ppkt: error: {user_message(err)}", file=sys.stderr)
+        return 1
     except Interrupted as err:
         print(f"ppkt: {err}", file=sys.stderr)
         return err.exit_code
     except KeyboardInterrupt:  # not a training run: those take over Ctrl-C and raise Interrupted, saying what they saved
         print("ppkt: interrupted", file=sys.stderr)
         return 130
+    except Exception as err:  # noqa: BLE001 - a bug: one line, and how to see and report it
+        if os.environ.get("PPKT_DEBUG"):
+            raise
+        print(f"ppkt: internal error: {type(err).__name__}: {err}\nThis is a bug in ppkt. Run the command again with "
+              "PPKT_DEBUG=1 for the traceback, and report it with that traceback on the project's issue tracker.",
+              file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -263,3 +263,23 @@ def test_synth_refuses_a_spacing_that_no_room_can_hold_before_creating_anything(
     # 310k points at 2.5 cm, x (0.025 / 1e-5)^2 = 1.94e12; the smallest spacing for 20 M points: 0.025 * sqrt(0.0155)
     assert code == 2 and "--point-spacing: 1e-05 m would sample up to 1.94e+12 points a room" in err
     assert "use >= 0.003 m" in err and not (tmp_path / "w").exists()
+
+
+def test_a_bug_is_one_message_saying_how_to_see_and_report_it_and_ppkt_debug_shows_the_traceback(monkeypatch, capsys):
+    def broken(args):
+        raise KeyError("boom")
+
+    monkeypatch.setattr(cli, "check_paths", lambda args: None)
+    parser = cli.build_parser()
+    monkeypatch.setattr(cli, "build_parser", lambda: parser)
+    parser.set_defaults(func=broken)
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            action.choices["info"].set_defaults(func=broken)
+    monkeypatch.delenv("PPKT_DEBUG", raising=False)
+    code, _, err = run_ppkt(capsys, "info", "x")
+    assert code == 1 and "ppkt: internal error: KeyError: 'boom'" in err and "PPKT_DEBUG=1" in err
+    assert "issue tracker" in err and "Traceback" not in err
+    monkeypatch.setenv("PPKT_DEBUG", "1")
+    with pytest.raises(KeyError):
+        cli.main(["info", "x"])

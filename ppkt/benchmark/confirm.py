@@ -34,6 +34,7 @@ from ppkt.benchmark.protocol import CellProtocol, Protocol, committed_version
 from ppkt.benchmark.results import Results
 from ppkt.benchmark.transfer import (FULL, Cell, Plan, finetune_config, finetune_job, limited_points, provenance,
                                      run_finetune, run_jobs, scene_fraction, stage_pretrain, stage_world)
+from ppkt.errors import RunFailed, UserError
 
 TEST_WORLD = "world_test"
 
@@ -182,7 +183,7 @@ def stage_confirm(plan: Plan, protocol: Protocol, protocol_file: Path, results: 
                   backbones: Sequence[Path]) -> None:
     """The confirmatory pairs of every cell, scored on the test world; needs a fixed protocol committed unchanged."""
     if protocol.status != "fixed":
-        raise SystemExit(f"{protocol_file}: status is {protocol.status!r}; the confirmatory run needs a fixed protocol")
+        raise UserError(f"{protocol_file}: status is {protocol.status!r}; the confirmatory run needs a fixed protocol")
     commit = committed_version(protocol_file)
     record = {"commit": commit, "file": str(protocol_file), "out": str(plan.out)}
     results.run("protocol", {"protocol": json.loads(json.dumps(protocol.__dict__, default=lambda o: o.__dict__))},
@@ -309,7 +310,7 @@ def run(protocol: Protocol, protocol_file: Path, out: Path, until: str = "curves
     plan = plan_of(protocol, out)
     world, test_world = stage_worlds(plan, protocol, results)
     if protocol.task == "detection" and not stage_overfit(plan, protocol, results, world)["passed"]:
-        raise SystemExit("the detector does not fit the scenes it trains on (the overfit check above); find out why "
+        raise RunFailed("the detector does not fit the scenes it trains on (the overfit check above); find out why "
                          "before comparing detectors (docs/detection.md)")
     backbones = stage_pretrains(plan, protocol, results, world)
     stage_curves(plan, protocol, results, world, backbones)
@@ -423,10 +424,10 @@ def rerun(results: Results, name: str, out: Path, protocol: Protocol) -> dict:
     from ppkt.train.run_dir import weights_digest
 
     if name not in results.records:
-        raise SystemExit(f"{results.path}: no run {name!r}; the ids are the names of its records")
+        raise UserError(f"{results.path}: no run {name!r}; the ids are the names of its records")
     record = results.records[name]
     if record.get("stage") not in ("curve", "confirm"):
-        raise SystemExit(f"{name}: only fine-tuning runs (curve/..., confirm/...) are rerun; this is a {record.get('stage')}")
+        raise UserError(f"{name}: only fine-tuning runs (curve/..., confirm/...) are rerun; this is a {record.get('stage')}")
     config = record["settings"]["config"]
     old, new = str(Path(config["train"]["out_dir"]).parents[2]), str(Path(out).resolve())
     test = record["stage"] == "confirm"

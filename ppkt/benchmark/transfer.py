@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Callable, Dict, Optional, Sequence, Tuple
 
 from ppkt.benchmark.results import Results
+from ppkt.errors import UserError
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"  # ppkt/configs: in the installed package too
 
@@ -235,16 +236,16 @@ def rerun_finetune(results: Results, name: str, where: Path) -> dict:
     from ppkt.train.run_dir import weights_digest
 
     if name not in results.records:
-        raise SystemExit(f"ppkt: error: {results.path}: no run {name!r}; the ids are the names of its records")
+        raise UserError(f"{results.path}: no run {name!r}; the ids are the names of its records")
     record = results.records[name]
     settings = record.get("settings", {})
     if "miou" not in record or "config" not in settings:
-        raise SystemExit(f"ppkt: error: {name}: not a fine-tuning record (stage {record.get('stage')})")
+        raise UserError(f"{name}: not a fine-tuning record (stage {record.get('stage')})")
     cfg = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(FinetuneConfig), settings["config"]))
     files = {"world": Path(cfg.data.root) / "dataset.json", "backbone": Path(cfg.model.pretrained or "")}
     for key, digest in settings.get("inputs", {}).items():
         if not files[key].is_file() or weights_digest(files[key]) != digest:
-            raise SystemExit(f"ppkt: error: {files[key]}: not the {key} that record {name} was made from (missing or "
+            raise UserError(f"{files[key]}: not the {key} that record {name} was made from (missing or "
                              "changed); run the benchmark first")
     cfg.train.out_dir = str(Path(where) / name)
     return {"score": "miou", "recorded": 100 * record["miou"], "rerun": 100 * run_finetune(cfg)["miou"]}

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from ppkt.commands import add_command, add_subcommands
 from ppkt.commands.options import count, input_dir, input_file, number, output_dir, output_file
+from ppkt.errors import UserError
 
 PROTOCOLS = Path(__file__).resolve().parents[1] / "configs" / "protocols"
 PAGES = {"segmentation": ("transfer_benchmark.md", "segmentation_tuning.md"),
@@ -42,14 +43,14 @@ def _protocol(args: argparse.Namespace) -> int:
     else:
         path = Path(args.results) if args.results else out / "results.json"
         if not path.is_file():
-            raise SystemExit(f"ppkt: error: {path}: not found; run the benchmark first (ppkt benchmark "
+            raise UserError(f"{path}: not found; run the benchmark first (ppkt benchmark "
                              f"{args.benchmark} run)")
         results = Results(path)
         if not args.results:
             upgrade_digests(results)
     if args.action == "rerun":
         if not args.id:
-            raise SystemExit("ppkt: error: rerun needs the id of a record, e.g. confirm/full/ppkt_s1000")
+            raise UserError("rerun needs the id of a record, e.g. confirm/full/ppkt_s1000")
         with tempfile.TemporaryDirectory() as tmp:
             r = rerun(results, args.id, Path(args.rerun_out or tmp), protocol)
         print(f"{args.id}: recorded {r['score']} {r['recorded']:.2f}, rerun {r['rerun']:.2f}")
@@ -79,16 +80,16 @@ def _ablations(args: argparse.Namespace) -> int:
         from ppkt.benchmark.transfer import rerun_finetune
 
         if not args.id:
-            raise SystemExit("ppkt: error: rerun needs the id of a record, e.g. f0.15/ppkt_s0")
+            raise UserError("rerun needs the id of a record, e.g. f0.15/ppkt_s0")
         if not (Path(args.out) / "results.json").is_file():
-            raise SystemExit(f"ppkt: error: {Path(args.out) / 'results.json'}: not found; run the ablations first")
+            raise UserError(f"{Path(args.out) / 'results.json'}: not found; run the ablations first")
         with tempfile.TemporaryDirectory() as tmp:
             r = rerun_finetune(Results(Path(args.out) / "results.json"), args.id, Path(args.rerun_out or tmp))
         print(f"{args.id}: recorded {r['score']} {r['recorded']:.2f}, rerun {r['rerun']:.2f}")
         return 0
     unknown = sorted(set(args.variants or ()) - set(VARIANTS))
     if unknown:
-        raise SystemExit(f"ppkt: error: --variants: unknown {', '.join(unknown)}; choose among {', '.join(VARIANTS)}")
+        raise UserError(f"--variants: unknown {', '.join(unknown)}; choose among {', '.join(VARIANTS)}")
     out = Path(args.out)
     if args.action == "run":
         cells = [*([] if args.no_probe else [PROBE]), scene_fraction(args.fraction)]
@@ -100,7 +101,7 @@ def _ablations(args: argparse.Namespace) -> int:
         results = run(plan)
     else:
         if not (out / "results.json").is_file():
-            raise SystemExit(f"ppkt: error: {out / 'results.json'}: not found; run the ablations first "
+            raise UserError(f"{out / 'results.json'}: not found; run the ablations first "
                              "(ppkt benchmark ablations run)")
         results = Results(out / "results.json")
     variants = {r.get("method") for r in results.select(stage="pretrain")} | {r["init"] for r in results.select(stage="finetune")}
@@ -114,10 +115,10 @@ def _pilot(args: argparse.Namespace) -> int:
 
     world = Path(args.data)
     if not (world / "dataset.json").is_file() or not (world / "frames").is_dir():
-        raise SystemExit(f"ppkt: error: --data: {world} is not a synthetic world (no dataset.json / frames/); "
+        raise UserError(f"--data: {world} is not a synthetic world (no dataset.json / frames/); "
                          "write one with `ppkt synth --out DIR`")
     if args.seeds < 2:
-        raise SystemExit(f"ppkt: error: --seeds: must be >= 2 for an interval, got {args.seeds}")
+        raise UserError(f"--seeds: must be >= 2 for an interval, got {args.seeds}")
     results = run_pilot(world, Path(args.out), args.seeds, args.iterations, args.batch_size, args.threads)
     text = "\n".join(pilot_page(pilot_summary(results, range(args.seeds)), args.iterations))
     page = Path(args.page) if args.page else Path(args.out) / "pilot.md"

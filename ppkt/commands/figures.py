@@ -6,6 +6,7 @@ from pathlib import Path
 
 from ppkt.commands import add_command, add_subcommands
 from ppkt.commands.options import count, input_dir, output_dir, output_file
+from ppkt.errors import UserError
 
 
 def _tsne(args: argparse.Namespace) -> int:
@@ -58,7 +59,7 @@ def _curves(args: argparse.Namespace) -> int:
     from ppkt.figures import curves_figure
 
     if args.labels and len(args.labels) != len(args.runs):
-        raise SystemExit(f"ppkt figures curves: {len(args.labels)} labels for {len(args.runs)} runs")
+        raise UserError(f"--labels: {len(args.labels)} labels for {len(args.runs)} runs")
     done = curves_figure([Path(r) for r in args.runs], Path(args.out), args.labels, args.key)
     print(f"{args.key} of {len(args.runs)} runs ({', '.join(map(str, done['points']))} points): {done['png']}")
     return 0

@@ -6,13 +6,17 @@ from typing import List, Optional
 
 import torch
 
+from ppkt.errors import Diverged
+
 
 def optimizer_step(loss: torch.Tensor, optimizer: torch.optim.Optimizer, scheduler, iteration: int, hint: str,
                    scaler: Optional[torch.amp.GradScaler] = None) -> List[float]:
-    """Stop on a non-finite loss (FloatingPointError naming the iteration, then `hint`), else backward, step (through
-    `scaler` when given) and advance the schedule; returns the learning rate of each param group this step used."""
+    """Stop on a non-finite loss (`Diverged` naming the iteration as the progress line counts it, 1-based, then
+    `hint`), else backward, step (through `scaler` when given) and advance the schedule; returns the learning rate of
+    each param group this step used."""
     if not math.isfinite(loss.item()):
-        raise FloatingPointError(f"iteration {iteration}: loss is {loss.item()}; {hint}")
+        raise Diverged(f"iteration {iteration + 1}: the loss is {loss.item()}; {hint} (the checkpoints written so far "
+                       "are kept)")
     optimizer.zero_grad(set_to_none=True)
     if scaler is None:
         loss.backward()

@@ -10,7 +10,7 @@ from ppkt.benchmark.confirm import TEST_WORLD, rerun, run, summary
 from ppkt.benchmark.confirm_report import write_confirm_page, write_tuning_page
 from ppkt.benchmark.protocol import load_protocol
 from ppkt.benchmark.results import Results
-from ppkt.errors import UserError
+from ppkt.errors import RunFailed, UserError
 
 pytestmark = pytest.mark.usefixtures("keep_torch_threads")
 
@@ -96,7 +96,7 @@ def test_confirm_needs_a_fixed_committed_protocol(bench, tmp_path):
     path, out, _ = bench
     draft = tmp_path / "draft.yaml"
     draft.write_text(PROTOCOL.format(status="draft"))
-    with pytest.raises(SystemExit, match="fixed protocol"):
+    with pytest.raises(UserError, match="fixed protocol"):
         run(load_protocol(draft), draft, out, until="confirm")
     path.write_text(path.read_text() + "# edited after the commit\n")
     try:
@@ -153,7 +153,7 @@ def test_detection_protocol_scores_both_maps_on_the_test_world(tmp_path, monkeyp
     import ppkt.benchmark.confirm as confirm_module
 
     # the tiny detector cannot reach the real thresholds in 4 iterations: the run stops before any comparison ...
-    with pytest.raises(SystemExit, match="does not fit the scenes it trains on"):
+    with pytest.raises(RunFailed, match="does not fit the scenes it trains on"):
         run(load_protocol(path), path, tmp_path / "bench", until="confirm")
     overfit = Results(tmp_path / "bench" / "results.json").records["overfit"]
     assert overfit["passed"] is False and [i for i, _, _ in overfit["curve"]] == [2, 4]

@@ -28,5 +28,5 @@ def test_tiny_pilot(tmp_path):
 
 
 def test_pilot_command_refuses_a_folder_that_is_not_a_world(tmp_path, capsys):
-    with pytest.raises(SystemExit, match="is not a synthetic world"):
-        cli_main(["benchmark", "pilot", "--data", str(tmp_path), "--out", str(tmp_path / "out")])
+    assert cli_main(["benchmark", "pilot", "--data", str(tmp_path), "--out", str(tmp_path / "out")]) == 2
+    assert "ppkt: error: --data: " in capsys.readouterr().err and not (tmp_path / "out").exists()

@@ -191,14 +191,20 @@ def test_label_fraction_writes_the_chosen_scenes_and_cli_errors_are_clear(tmp_pa
     assert (again / "train_scenes.txt").read_text().split() == chosen  # fixed by the seed
 
     assert ppkt(["evaluate", "--checkpoint", str(tmp_path / "none.pt")]) == 2
-    assert "none.pt: checkpoint not found" in capsys.readouterr().err
+    assert f"--checkpoint: {tmp_path / 'none.pt'}: no such file" in capsys.readouterr().err
     assert ppkt(["evaluate", "--checkpoint", str(out / "checkpoints" / "last.pt"), "--data", str(tmp_path / "nodata")]) == 2
-    assert "nodata is not a folder" in capsys.readouterr().err
+    assert f"--data: {tmp_path / 'nodata'}: no such folder" in capsys.readouterr().err
     config = str(ROOT / "configs" / "finetune_synthetic.yaml")
     assert ppkt(["finetune", "--config", config, f"data.root={data}", "data.classes=nosuchset"]) == 2
     assert "unknown class set 'nosuchset'" in capsys.readouterr().err
     assert ppkt(["finetune", "--config", config, "optim.name=adam"]) == 2
     assert "optim.name: must be one of sgd, adamw; got 'adam'" in capsys.readouterr().err
+    # a loss that diverges is a failure of the run (exit 1), named by the iteration the progress line shows
+    args = ["finetune", "--config", config, *tiny_overrides(data, tmp_path / "lr", "data.val_split=''", "optim.lr=1e30",
+                                                            "train.iterations=3")]
+    assert ppkt(args) == 1
+    err = capsys.readouterr().err
+    assert "ppkt: error: iteration 2: the loss is nan; lower optim.lr" in err and "Traceback" not in err
 
 
 @pytest.mark.parametrize("name", ["finetune_synthetic", "finetune_scannet", "finetune_s3dis"])
