@@ -7,11 +7,12 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, List, Mapping, Optional, Sequence
 
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from ppkt.errors import ConfigError, UserError  # noqa: F401  (ConfigError: raised here, imported from here by many)
@@ -318,30 +319,129 @@ def upgrade_saved(config: Mapping[str, Any]) -> dict:
     return out
 
 
+# the kinds of config file: schema class name -> (what it configures, the command that takes it)
+KINDS = {"PretrainConfig": ("pretraining", "ppkt pretrain"), "FinetuneConfig": ("segmentation fine-tuning", "ppkt finetune"),
+         "DetectionConfig": ("detection fine-tuning", "ppkt finetune --task detection")}
+
+
+def config_kind(tree: Mapping[str, Any]) -> Optional[str]:
+    """The schema name (a key of KINDS) a loaded config file is written for, from its sections; None if unclear."""
+    if any(k in tree for k in ("teacher", "student", "loss", "augment")):
+        return "PretrainConfig"
+    model = tree.get("model") or {}
+    if "eval" in tree or (isinstance(model, Mapping) and "num_proposals" in model):
+        return "DetectionConfig"
+    if "model" in tree or isinstance(tree.get("data"), Mapping) and "root" in tree["data"]:
+        return "FinetuneConfig"
+    return None
+
+
+def _problem(err: OmegaConfBaseException) -> str:
+    """`<key>: <problem>` of an OmegaConf error, in words, without its internals (reference_type, object_type)."""
+    key = getattr(err, "full_key", None) or "?"
+    msg = str(getattr(err, "msg", None) or err).splitlines()[0]
+    m = re.match(r"Value '(.*)' of type '(\w+)' could not be converted to (\w+)", msg)
+    if m:
+        kind = {"Integer": "a whole number", "Float": "a number", "Boolean": "true or false"}.get(m.group(3), m.group(3))
+        return f"{key}: {m.group(1)!r} is not {kind}"
+    m = re.match(r"Value '(.*)' is not a valid bool", msg)
+    if m:
+        return f"{key}: {m.group(1)!r} is not true or false"
+    m = re.match(r"Key '(.*)' not in '(\w+)'(?:\. Did you mean: '(.*)'\?)?", msg)
+    if m:
+        return f"{key}: no such key" + (f" (did you mean {m.group(3)}?)" if m.group(3) else "")
+    if "is not a ListConfig" in msg or "is not a list" in msg.lower():
+        return f"{key}: must be a list, e.g. {key}=[a,b]"
+    return f"{key}: {msg}"
+
+
+def _line_of(text: str, key: str) -> str:
+    """':<line>' of the first line that sets the last part of dotted `key` in YAML `text` ('' if none does)."""
+    leaf = key.rsplit(".", 1)[-1]
+    for i, line in enumerate(text.splitlines(), 1):
+        if re.match(rf"\s*{re.escape(leaf)}\s*:", line):
+            return f":{i}"
+    return ""
+
+
+def _as_list(schema_cfg: Any, key: str, value: Any) -> Any:
+    """A single value where the schema has a list: [value] (so `data.roots=/path` means one folder)."""
+    node = OmegaConf.select(schema_cfg, key, default=None)
+    return [value] if isinstance(node, ListConfig) and not isinstance(value, (list, ListConfig)) and value is not None \
+        else value
+
+
+def _read_yaml(path: Path, schema: type) -> DictConfig:
+    """The file's mapping, with YAML syntax errors named by file and line, a top level that is not a mapping, a config
+    of another kind and renamed keys refused, and single values where the schema has lists made one-element lists."""
+    import yaml
+
+    text = path.read_text()
+    try:
+        top = yaml.safe_load(text)
+        loaded = OmegaConf.load(path)
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
+        raise ConfigError(f"{where}: not valid YAML: {getattr(err, 'problem', None) or err}") from None
+    if top is None:
+        return OmegaConf.create({})
+    if not isinstance(top, dict) or not isinstance(loaded, DictConfig):
+        raise ConfigError(f"{path}: the top level must be a mapping of sections (data:, model:, train:, ...), "
+                          f"not a {type(top).__name__}")
+    kind = config_kind(top)
+    if kind is not None and kind != schema.__name__ and schema.__name__ in KINDS:
+        what, command = KINDS[kind]
+        raise ConfigError(f"{path}: this is a {what} config (`{command}` takes it), not a {KINDS[schema.__name__][0]} "
+                          "config")
+    for old, new in RENAMED.items():
+        if OmegaConf.select(loaded, old, default=None) is not None:
+            raise ConfigError(f"{path}: {old} is now called {new}; rename it")
+    base = OmegaConf.structured(schema)
+    for section, values in top.items():
+        if isinstance(values, dict):
+            for key, value in values.items():
+                fixed = _as_list(base, f"{section}.{key}", value)
+                if fixed is not value:
+                    loaded[section][key] = fixed
+    return loaded
+
+
 def load_config(path: str | Path | None, overrides: Sequence[str] = (), schema: type = PretrainConfig) -> Any:
     """Schema defaults <- YAML file <- `a.b=value` overrides; returns a typed `schema` instance (not yet validated:
-    `validate_pretrain` / `ppkt.train.finetune_config.validate_finetune` check the values)."""
+    `validate_pretrain` / `ppkt.train.finetune_config.validate_finetune` check the values).
+
+    Every problem is a ConfigError naming the file (and line) or the override and the key: YAML syntax, a top level
+    that is not a mapping, a config of another kind, an unknown key, a value of the wrong type, a renamed key. A single
+    value where a list is expected is taken as a one-element list (`data.roots=/path`)."""
     merged = OmegaConf.structured(schema)
-    try:
-        if path is not None:
-            path = Path(path)
-            if not path.is_file():
-                raise ConfigError(f"{path}: config file not found")
-            loaded = OmegaConf.load(path)
-            for old, new in RENAMED.items():
-                if OmegaConf.select(loaded, old, default=None) is not None:
-                    raise ConfigError(f"{path}: {old} is now called {new}; rename it")
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"{path}: config file not found")
+        loaded = _read_yaml(path, schema)
+        try:
             merged = OmegaConf.merge(merged, loaded)
-        for item in overrides:
-            if "=" not in item:
-                raise ConfigError(f"override {item!r}: expected key=value, e.g. train.iterations=100")
-            if item.split("=", 1)[0] in RENAMED:
-                raise ConfigError(f"override {item!r}: {item.split('=', 1)[0]} is now called "
-                                  f"{RENAMED[item.split('=', 1)[0]]}")
-        merged = OmegaConf.merge(merged, OmegaConf.from_dotlist(list(overrides)))
+        except OmegaConfBaseException as err:
+            raise ConfigError(f"{path}{_line_of(path.read_text(), getattr(err, 'full_key', '') or '')}: "
+                              f"{_problem(err)}") from None
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r}: expected key=value, e.g. train.iterations=100")
+        key, value = item.split("=", 1)
+        if key in RENAMED:
+            raise ConfigError(f"override {item!r}: {key} is now called {RENAMED[key]}")
+        try:
+            one = OmegaConf.from_dotlist([item])
+            if isinstance(OmegaConf.select(merged, key, default=None), ListConfig) and not value.startswith("["):
+                one = OmegaConf.from_dotlist([f"{key}=[{value}]"])
+            merged = OmegaConf.merge(merged, one)
+        except OmegaConfBaseException as err:
+            raise ConfigError(f"override {item}: {_problem(err)}") from None
+    try:
+        return OmegaConf.to_object(merged)
     except OmegaConfBaseException as err:
-        raise ConfigError(f"{path or 'overrides'}: {err}") from None
-    return OmegaConf.to_object(merged)
+        raise ConfigError(f"{path or 'overrides'}: {_problem(err)}") from None
 
 
 def config_to_dict(cfg: Any) -> dict:

@@ -149,7 +149,35 @@ def test_config_without_a_file_prints_the_defaults_of_the_chosen_kind(capsys, tm
     code, _, err = run_ppkt(capsys, "config", "--config", tmp_path / "missing.yaml")
     assert code == 2 and err == f"ppkt: error: --config: {tmp_path / 'missing.yaml'}: no such file\n"
     code, _, err = run_ppkt(capsys, "config", "--kind", "pretrain", "--config", ROOT / "configs" / "finetune_s3dis.yaml")
-    assert code == 2 and err.startswith("ppkt: error: ") and "data.root" in err  # read as a pretraining config
+    assert code == 2 and err == (f"ppkt: error: {ROOT / 'configs' / 'finetune_s3dis.yaml'}: this is a segmentation "
+                                 "fine-tuning config (`ppkt finetune` takes it), not a pretraining config\n")
+
+
+@pytest.mark.parametrize("text, overrides, message", [
+    ("train:\n  batch_size: [1\n", [], "{f}:3: not valid YAML: expected ',' or ']'"),
+    ("- data\n- train\n", [], "{f}: the top level must be a mapping of sections (data:, model:, train:, ...), not a list"),
+    ("train:\n  iterations: 5\n  batch_size: abc\n", [], "{f}:3: train.batch_size: 'abc' is not a whole number"),
+    ("train:\n  batch_sise: 4\n", [], "{f}:2: train.batch_sise: no such key (did you mean batch_size?)"),
+    ("", ["train.batch_size=abc"], "override train.batch_size=abc: train.batch_size: 'abc' is not a whole number"),
+    ("", ["train.amp=maybe"], "override train.amp=maybe: train.amp: 'maybe' is not true or false"),
+    ("model:\n  arch: SR-UNet14\neval:\n  ply: false\n", ["--kind", "pretrain"],
+     "{f}: this is a detection fine-tuning config (`ppkt finetune --task detection` takes it), not a pretraining config"),
+])
+def test_a_config_problem_names_its_file_and_line_or_its_override_and_the_key(text, overrides, message, tmp_path,
+                                                                              capsys):
+    f = tmp_path / "c.yaml"
+    f.write_text(text)
+    code, _, err = run_ppkt(capsys, "config", "--config", f, *overrides)
+    assert code == 2 and err.startswith("ppkt: error: " + message.format(f=f)), err
+    assert "reference_type" not in err and "object_type" not in err and "Traceback" not in err
+
+
+def test_a_single_value_where_a_list_is_expected_is_a_one_element_list(tmp_path):
+    f = tmp_path / "c.yaml"
+    f.write_text("data:\n  roots: /scans/a\n")
+    assert load_config(f).data.roots == ["/scans/a"]
+    assert load_config(None, ["data.roots=/scans/b"]).data.roots == ["/scans/b"]
+    assert load_config(None, ["data.roots=[/a,/b]"]).data.roots == ["/a", "/b"]
 
 
 # ------------------------------------------------------------------------------------------------ errors
