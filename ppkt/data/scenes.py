@@ -274,8 +274,9 @@ def load_array(path: Path, mmap: bool = False) -> np.ndarray:
         raise SceneError(f"cannot read {path}: {err}") from None
 
 
-def check_scene(folder: Path, classes: ClassSet) -> int:
-    """Point count N of a scene folder, from the array headers only; SceneError naming the file on a problem."""
+def check_scene(folder: Path, classes: ClassSet, labels: bool = False) -> int:
+    """Point count N of a scene folder, from the array headers only (and, with `labels`, its label values against the
+    class set, read memory-mapped); SceneError naming the file on a problem."""
     folder = Path(folder)
     if not folder.is_dir():
         raise SceneError(f"scene folder {folder} does not exist")
@@ -293,6 +294,9 @@ def check_scene(folder: Path, classes: ClassSet) -> int:
             raise SceneError(f"{path} has {arr.shape[0]} rows but {folder / 'coord.npy'} has {n} points")
     if n == 0:
         raise SceneError(f"{folder / 'coord.npy'} holds no point")
+    if labels:
+        seg_path = folder / f"{classes.segment_key}.npy"
+        classes.map_labels(np.asarray(load_array(seg_path, mmap=True)), str(seg_path))
     return n
 
 
@@ -380,8 +384,8 @@ class SegScenes(Dataset):
             self.augment = SceneAugment() if augment else None
         if self.augment is not None:
             check_ranges(self.augment)
-        for scene in self.scenes:
-            check_scene(scene, self.classes)
+        for scene in self.scenes:  # every scene and its labels now, before a run makes its folder
+            check_scene(scene, self.classes, labels=True)
         self._train_clouds: Dict[int, Tuple[Tensor, Tensor, Tensor]] = {}
         self._points_per_voxel: Dict[int, float] = {}  # of each training cloud, unaugmented
 

@@ -93,7 +93,8 @@ def validate_finetune(cfg: FinetuneConfig) -> FinetuneConfig:
     c.choice(d.features, tuple(FEATURES), "data.features")
     c.need(0 <= d.color_dropout <= 1, "data.color_dropout", f"must be in [0, 1], got {d.color_dropout}")
     c.need(isinstance(d.stratified, bool), "data.stratified", f"must be true or false, got {d.stratified!r}")
-    c.need(d.limited_points is None or d.limited_points >= 0, "data.limited_points", f"must be null or >= 0, got {d.limited_points}")
+    c.need(d.limited_points is None or d.limited_points >= 1, "data.limited_points",
+           f"must be null (all labels) or >= 1 labelled points per scene, got {d.limited_points}")
     c.need(not (d.scenes_file and d.label_fraction < 1), "data.scenes_file",
            "lists the training scenes; it cannot be combined with data.label_fraction < 1")
     c.need(not (d.points_file and d.limited_points is not None), "data.points_file",

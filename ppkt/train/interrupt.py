@@ -9,6 +9,7 @@ is written atomically, so the last one written stays valid). A signal after the 
 from __future__ import annotations
 
 import signal
+import sys
 import threading
 from pathlib import Path
 from types import FrameType
@@ -27,6 +28,7 @@ class StopRequest:
 
     def __init__(self) -> None:
         self.signum = 0
+        self.iteration = 0  # the iteration under way (1-based; set by the training loop), for the first signal's message
         self.already_saved = "nothing (no checkpoint yet)"  # what a second signal leaves, set by the training loop
         self._old: dict = {}
 
@@ -46,6 +48,10 @@ class StopRequest:
             raise Interrupted(f"stopped at once by a second {signal.Signals(signum).name}; "
                               f"what can be resumed: {self.already_saved}", signum)
         self.signum = signum
+        when = f"after iteration {self.iteration}" if self.iteration else "after the first iteration"
+        sys.stderr.write(f"\n{signal.Signals(signum).name}: stopping {when}, which is saved first (send it again to "
+                         "stop at once)\n")
+        sys.stderr.flush()
 
     def requested(self, device: torch.device) -> int:
         """The signal number if any process was signalled (all processes get the same answer), else 0."""

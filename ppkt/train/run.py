@@ -30,7 +30,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from ppkt.atomic import atomic_path
 from ppkt.checkpoint import CheckpointError, load_checkpoint, load_state_strict, save_atomic
-from ppkt.config import config_to_dict, config_to_yaml
+from ppkt.config import ConfigError, config_to_dict, config_to_yaml
 from ppkt.progress import Progress
 from ppkt.provenance import stamp
 from ppkt.train.distributed import Dist, training_process
@@ -188,6 +188,20 @@ class Task:
                     f"{100 * best[self.score]:.2f}: {f.best}"] if self.score and best.get("iteration") else []))
 
 
+MAX_REPEATS = 8  # a batch may hold each training sample at most this many times
+
+
+def check_batch(batch_size: int, samples: int, say: Callable[..., None]) -> None:
+    """ConfigError when train.batch_size is more than MAX_REPEATS times the training samples (nonsense that would only
+    grow memory); a warning when it is larger than them (every batch repeats some)."""
+    if batch_size > MAX_REPEATS * samples:
+        raise ConfigError(f"train.batch_size: {batch_size}, but the training data holds {samples} sample(s): each batch "
+                          f"would repeat every sample about {batch_size // samples} times; use at most {samples}")
+    if batch_size > samples:
+        say(f"warning: train.batch_size={batch_size} is larger than the {samples} training sample(s): every batch holds "
+            "some of them more than once")
+
+
 def train(task: Task, resume: bool = False, stop_after: Optional[int] = None, overwrite: bool = False) -> Path:
     """Run (or resume) `task`; returns its folder. `stop_after` ends early (for tests). SIGINT / SIGTERM stop after
     the current iteration, which is saved (`ppkt.errors.Interrupted`)."""
@@ -207,6 +221,7 @@ def _run(task: Task, d: Dist, device: torch.device, resume: bool, stop_after: Op
     if state is not None:
         check_resume(state["config"], cfg, task.safe_keys, files.last)
     task.build(d, device, state is not None)
+    check_batch(t.batch_size, len(task.dataset), task.say)
     names = task.train_scenes
     if state is not None and names is not None and state["train_scenes"] != names:
         raise CheckpointError(f"{files.last}: trained on other scenes than the config selects now "
@@ -270,6 +285,7 @@ def _run(task: Task, d: Dist, device: torch.device, resume: bool, stop_after: Op
     model.train()
     with Progress(total, task.title, initial=start, enabled=d.main and not task.quiet) as progress:
         task.write = progress.write
+        stop_request.iteration = start + 1  # the iteration under way, loading included: a first Ctrl-C names it
         for it, batch in zip(range(start, stop), loader):
             timer.batch_ready()
             loss = task.loss(net, batch, it, device)
@@ -300,6 +316,7 @@ def _run(task: Task, d: Dist, device: torch.device, resume: bool, stop_after: Op
                 save(done)
             stop_request.after_iteration(done, stop, total, saved_now, save, files.last,
                                          f"{task.resume_command()} --resume", device, log.close if d.main else lambda: None)
+            stop_request.iteration = done + 1
             timer.iteration_done()
     task.after_loop(d)
     finished = stop == total

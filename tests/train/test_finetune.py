@@ -230,7 +230,30 @@ def test_sigterm_saves_the_iteration_and_says_how_to_resume(tmp_path):
     assert proc.returncode == 128 + signal.SIGTERM, err[-2000:]
     saved = torch.load(out / "checkpoints" / "last.pt", weights_only=True)["iteration"]
     assert 2 <= saved < 400 and f"SIGTERM: stopped after iteration {saved} of 400" in err and "--resume" in err
+    assert f"SIGTERM: stopping after iteration {saved}, which is saved first" in err  # said at once, before the save
     assert "Traceback" not in err
+
+
+@pytest.mark.parametrize("extra, problem", [
+    (["train.batch_size=100"], "train.batch_size: 100, but the training data holds 2 sample(s)"),
+    (["data.limited_points=0"], "data.limited_points: must be null (all labels) or >= 1 labelled points per scene"),
+    (["data.val_split=bad"], "segment.npy"),  # a val scene's label out of range: found before any folder exists
+])
+def test_nonsense_settings_and_bad_scenes_are_refused_before_the_run_folder_exists(extra, problem, tmp_path, capsys):
+    data = tiny_dataset(tmp_path / "data")
+    bad = data / "scenes" / "scene_bad"
+    tiny_scene(bad, seed=9)
+    segment = np.load(bad / "segment.npy")
+    segment[5] = 77  # no such class
+    np.save(bad / "segment.npy", segment)
+    (data / "splits" / "bad.txt").write_text("scene_bad\n")
+    out = tmp_path / "run"
+    args = ["finetune", "--config", str(ROOT / "configs" / "finetune_synthetic.yaml"),
+            *tiny_overrides(data, out, "train.iterations=2", *extra)]
+    assert ppkt(args) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("ppkt: error: ") and problem in err and "Traceback" not in err
+    assert not out.exists()
 
 
 def test_a_bad_scene_met_in_a_loader_worker_is_one_clear_error(tmp_path, capsys):
