@@ -1,9 +1,10 @@
 """Run one preparation job per scan or room, in parallel processes, with progress (`ppkt.progress`) and per-job errors."""
 from __future__ import annotations
 
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures import as_completed
 from typing import Callable, Iterator, Sequence, Tuple, TypeVar, Union
 
+from ppkt.pool import process_pool
 from ppkt.progress import Progress
 
 T = TypeVar("T")
@@ -30,7 +31,7 @@ def run_jobs(fn: Callable[..., dict], items: Sequence[T], *args, workers: int = 
                 bar.update(1)
                 yield item, result, bar
         else:
-            with ProcessPoolExecutor(max_workers=workers) as pool:
+            with process_pool(workers) as pool:
                 jobs = {pool.submit(fn, item, *args): item for item in items}
                 for job in as_completed(jobs):
                     try:

@@ -25,12 +25,13 @@ from __future__ import annotations
 import json
 import os
 import shutil
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures import as_completed
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
+from ppkt.pool import process_pool
 from ppkt.progress import Progress
 from ppkt.synthetic.pointcloud import sample_surface, save_scene
 from ppkt.synthetic.render import RenderedFrame, add_depth_noise, camera_trajectory, default_intrinsics, render_frame
@@ -220,7 +221,7 @@ def write_dataset(out: str | Path, scenes: int, frames_per_scene: int, seed: int
                     bar.update(1)
                 bar.report(scenes=f"{len(counts)}/{scenes}")
         else:
-            with ProcessPoolExecutor(max_workers=min(workers, len(todo))) as pool:
+            with process_pool(min(workers, len(todo))) as pool:
                 futures = {pool.submit(_scene_job, job): job["index"] for job in todo}
                 for fut in as_completed(futures):
                     counts[futures[fut]] = fut.result()

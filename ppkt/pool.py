@@ -1,0 +1,29 @@
+"""Worker processes that stop with the command: Ctrl-C goes to the main process only (the workers ignore SIGINT), and
+a stop -- Ctrl-C, an error -- cancels the jobs not started and terminates the workers at once, instead of waiting for
+every queued job (what `with ProcessPoolExecutor()` does)."""
+from __future__ import annotations
+
+import signal
+from concurrent.futures import ProcessPoolExecutor
+from contextlib import contextmanager
+from typing import Iterator
+
+
+def _ignore_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+@contextmanager
+def process_pool(workers: int) -> Iterator[ProcessPoolExecutor]:
+    """A ProcessPoolExecutor of `workers` processes that is shut down at once when the block raises (KeyboardInterrupt
+    included): queued jobs cancelled, running workers terminated; after a normal exit it waits for its jobs."""
+    pool = ProcessPoolExecutor(max_workers=workers, initializer=_ignore_sigint)
+    try:
+        yield pool
+    except BaseException:
+        processes = list((getattr(pool, "_processes", None) or {}).values())
+        pool.shutdown(wait=False, cancel_futures=True)
+        for process in processes:
+            process.terminate()
+        raise
+    pool.shutdown(wait=True)
