@@ -165,8 +165,14 @@ class Pretraining(Task):
         return {"loss": self.last_loss}
 
     def saved(self, done: int) -> None:
+        """The export of the student beside each checkpoint: backbone.partial.pth while the run is under way (or
+        stopped), backbone.pth once it has done every iteration (the partial one is then removed)."""
+        finished = done >= self.cfg.train.iterations
+        final, partial = self.files.folder / "backbone.pth", self.files.folder / "backbone.partial.pth"
         save_atomic(backbone_export(self.cfg, self.model, done, len(self.dataset), self.last_loss),
-                    self.files.folder / "backbone.pth")
+                    final if finished else partial)
+        if finished:
+            partial.unlink(missing_ok=True)
 
     def after_loop(self, d: Dist) -> None:
         self.skipped = count_distinct(self.bad_frames, d)
@@ -180,16 +186,17 @@ class Pretraining(Task):
         if self.skipped:
             print(f"replaced {self.skipped} unusable frame(s) by usable ones; see the warnings above", file=sys.stderr)
         f = self.files
-        return [f"checkpoint: {f.last}", f"backbone for fine-tuning: {f.folder / 'backbone.pth'}",
-                f"metrics: {f.metrics}  curve: {f.curve}"]
+        export = f.folder / ("backbone.pth" if finished else "backbone.partial.pth")
+        return [f"checkpoint: {f.last}", f"backbone for fine-tuning: {export}" + ("" if finished else
+                " (of a run not finished: `--resume` goes on)"), f"metrics: {f.metrics}  curve: {f.curve}"]
 
 
 def pretrain(cfg: PretrainConfig, resume: bool = False, stop_after: Optional[int] = None, overwrite: bool = False) -> Path:
     """Run (or resume) pretraining (`ppkt.train.run.train`); returns the output folder. `stop_after` ends early (for
     tests). Checked before any work and before any folder is created: the config (`validate_pretrain`), the output
     folder, and on `resume` the config against the checkpoint's (only `PRETRAIN_SAFE_KEYS` may change)."""
-    return train(Pretraining(cfg, RunFiles.in_folder(cfg.train.out_dir, exports=("backbone.pth",))), resume,
-                 stop_after, overwrite)
+    files = RunFiles.in_folder(cfg.train.out_dir, exports=("backbone.pth", "backbone.partial.pth"))
+    return train(Pretraining(cfg, files), resume, stop_after, overwrite)
 
 
 def count_distinct(frames: Set[str], d: Dist) -> int:

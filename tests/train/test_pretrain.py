@@ -77,8 +77,12 @@ def test_short_pretraining_lowers_the_loss(tmp_path, capsys):
 def test_stop_and_resume_reproduces_the_uninterrupted_run(tmp_path):
     args = ["train.iterations=6", "train.checkpoint_every=3"]
     straight = pretrain(tiny_config(tmp_path / "straight", *args))
-    pretrain(tiny_config(tmp_path / "stopped", *args), stop_after=3)
+    stopped = pretrain(tiny_config(tmp_path / "stopped", *args), stop_after=3)
+    # a run not finished never leaves a file named like a finished export
+    assert (stopped / "backbone.partial.pth").is_file() and not (stopped / "backbone.pth").exists()
+    assert load_checkpoint(stopped / "backbone.partial.pth", BACKBONE_FORMAT)["pretrain"]["iteration"] == 3
     resumed = pretrain(tiny_config(tmp_path / "stopped", *args), resume=True)
+    assert (resumed / "backbone.pth").is_file() and not (resumed / "backbone.partial.pth").exists()
     a = torch.load(straight / "checkpoints" / "last.pt", weights_only=True)
     b = torch.load(resumed / "checkpoints" / "last.pt", weights_only=True)
     assert a["iteration"] == b["iteration"] == 6
