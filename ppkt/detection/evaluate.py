@@ -8,6 +8,7 @@ no detections. Outputs, each written atomically: ``metrics.json`` (keys ``mAP@0.
 """
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Any, Dict, Mapping, Optional, Sequence
 
@@ -114,10 +115,19 @@ def evaluate_detector(model, dataset: DetScenes, device: torch.device, e, out_di
 
 
 def read_prediction_dir(folder: str | Path, scenes: Sequence[str], num_classes: int) -> Dict[str, np.ndarray]:
-    """{scene: (K, 9)} from DIR/<scene>.npy; UserError naming a file of the wrong shape or classes."""
+    """{scene: (K, 9)} from DIR/<scene>.npy; UserError naming a file of the wrong shape, with NaN, sizes <= 0 or unknown
+    classes, and when no file is named for a scene of the split; a warning names the files that match no scene."""
     folder = Path(folder)
     if not folder.is_dir():
         raise UserError(f"predictions folder {folder} does not exist")
+    files = sorted(p.name for p in folder.glob("*.npy"))
+    unmatched = [f for f in files if f[:-4] not in set(scenes)]
+    if files and len(unmatched) == len(files):
+        raise UserError(f"{folder}: none of its {len(files)} .npy files is named for a scene of the split (e.g. "
+                        f"{files[0]}; the scenes are named like {scenes[0] if scenes else '?'}.npy)")
+    if unmatched:
+        print(f"warning: {folder}: {len(unmatched)} file(s) named for no scene of the split, not scored: "
+              f"{', '.join(unmatched[:5])}{' ...' if len(unmatched) > 5 else ''}", file=sys.stderr)
     preds = {}
     for scene in scenes:
         path = folder / f"{scene}.npy"
@@ -128,9 +138,15 @@ def read_prediction_dir(folder: str | Path, scenes: Sequence[str], num_classes: 
         except Exception as err:  # noqa: BLE001 - an unreadable file is one clear error
             raise UserError(f"cannot read {path}: {err}") from None
         a = a.reshape(0, 9) if a.size == 0 else a
-        if a.ndim != 2 or a.shape[1] != 9 or not np.isfinite(a).all():
-            raise UserError(f"{path}: expected a finite (K, 9) array [cx, cy, cz, dx, dy, dz, heading, class, score], "
+        if a.ndim != 2 or a.shape[1] != 9:
+            raise UserError(f"{path}: expected a (K, 9) array [cx, cy, cz, dx, dy, dz, heading, class, score], "
                             f"got shape {a.shape}")
+        if not np.isfinite(a).all():
+            row = int(np.argwhere(~np.isfinite(a))[0, 0])
+            raise UserError(f"{path}: row {row} holds NaN or infinite values")
+        if (a[:, 3:6] <= 0).any():
+            row = int(np.argwhere(a[:, 3:6] <= 0)[0, 0])
+            raise UserError(f"{path}: row {row} has a size (dx, dy, dz) <= 0: {a[row, 3:6].tolist()}")
         bad = (a[:, 7] != np.round(a[:, 7])) | (a[:, 7] < 0) | (a[:, 7] >= num_classes)
         if bad.any():
             raise UserError(f"{path}: class column holds {a[bad, 7][0]}; classes are 0..{num_classes - 1}")

@@ -148,7 +148,7 @@ def test_resume_ends_with_the_same_weights(tmp_path):
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
-def test_scoring_prediction_files_of_another_system(tmp_path):
+def test_scoring_prediction_files_of_another_system(tmp_path, capsys):
     data = tiny_det_dataset(tmp_path / "data", 1, 2)
     truth = {n: np.load(data / "scenes" / n / "boxes.npy") for n in ("scene_0001", "scene_0002")}
     preds = tmp_path / "preds"
@@ -165,8 +165,16 @@ def test_scoring_prediction_files_of_another_system(tmp_path):
     assert m["per_class"]["cube"]["AP@0.25"] == pytest.approx(0.25)
     assert m["per_class"]["cuboid"]["AP@0.25"] == pytest.approx(0.5)
     assert m["mAP@0.25"] == pytest.approx(0.375) and m["mAP@0.5"] == pytest.approx(0.375)
-    np.save(preds / "scene_0002.npy", np.zeros((3, 8)))
-    assert ppkt(args) == 2  # a file of the wrong shape: a clear error, exit status 2
+    np.save(preds / "scene_3.npy", np.array(rows))  # named for no scene: scored as nothing, with a warning
+    assert ppkt(args) == 0 and "1 file(s) named for no scene of the split, not scored: scene_3.npy" in capsys.readouterr().err
+    for bad, problem in ((np.zeros((3, 8)), "expected a (K, 9) array"), (np.full((2, 9), np.nan), "row 0 holds NaN"),
+                         (np.array(rows) * [1, 1, 1, -1, 1, 1, 1, 1, 1], "row 0 has a size (dx, dy, dz) <= 0"),
+                         (np.array(rows) + [0, 0, 0, 0, 0, 0, 0, 7, 0], "class column holds 7.0")):
+        np.save(preds / "scene_0002.npy", bad)
+        assert ppkt(args) == 2 and f"scene_0002.npy: {problem}" in capsys.readouterr().err
+    (preds / "scene_0001.npy").unlink(), (preds / "scene_0002.npy").unlink()
+    assert ppkt(args) == 2  # only files for no scene of the split: nothing to score is an error, not mAP 0
+    assert "none of its 1 .npy files is named for a scene of the split (e.g. scene_3.npy" in capsys.readouterr().err
 
 
 def test_model_from_config_and_wrong_configs(tmp_path):
