@@ -54,7 +54,13 @@ def load_checkpoint(path: str | Path, expected_format: str) -> Dict[str, Any]:
         raise CheckpointError(f"{path}: cannot read checkpoint ({load_problem(err)})") from None
     if not isinstance(state, dict) or state.get("format") != expected_format:
         found = state.get("format") if isinstance(state, dict) else type(state).__name__
-        raise CheckpointError(f"{path}: expected a {expected_format!r} file, found {found!r}")
+        hint = ""
+        if found is None and expected_format == BACKBONE_FORMAT:
+            hint = (" (a file without ppkt's format tag; a Pointcept or other SpUNet checkpoint is converted with "
+                    f"`ppkt pointcept import --checkpoint {path} --out backbone.pth`)")
+        elif found is None:
+            hint = " (a file without ppkt's format tag: not written by ppkt)"
+        raise CheckpointError(f"{path}: expected a {expected_format!r} file, found {found!r}{hint}")
     return state
 
 

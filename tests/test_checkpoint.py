@@ -45,3 +45,14 @@ def test_load_state_strict_names_the_file_and_the_keys(tmp_path):
     state = {k: torch.full_like(v, 2) for k, v in small().state_dict().items()}
     load_state_strict(model, state, "x.pt", "model")
     assert torch.equal(model[0].weight, torch.full((4, 3), 2.0))
+
+
+def test_a_file_without_ppkts_format_tag_given_as_a_backbone_points_to_the_converter(tmp_path):
+    from ppkt.checkpoint import BACKBONE_FORMAT, load_checkpoint
+
+    path = tmp_path / "pointcept.pth"
+    torch.save({"state_dict": {"backbone.conv_input.0.weight": torch.zeros(1)}}, path)  # as Pointcept saves weights
+    with pytest.raises(CheckpointError, match=r"found None .*`ppkt pointcept import --checkpoint .*pointcept.pth"):
+        load_checkpoint(path, BACKBONE_FORMAT)
+    with pytest.raises(CheckpointError, match="without ppkt's format tag: not written by ppkt"):
+        load_checkpoint(path, "ppkt-finetune")
