@@ -6,11 +6,11 @@ from pathlib import Path
 
 from ppkt.commands import add_command
 from ppkt.commands.options import count, fraction, input_dir, number, output_file
+from ppkt.errors import UserError
 
 
 def _overlaps(args: argparse.Namespace) -> int:
     import time
-    import warnings
 
     from ppkt.data.frames import find_frame_folders, open_frame_folder
     from ppkt.data.overlap import mine_folder, write_overlaps
@@ -20,16 +20,19 @@ def _overlaps(args: argparse.Namespace) -> int:
     folders = [open_frame_folder(f, depth_scale=args.depth_scale, max_depth=args.max_depth, stride=args.stride)
                for f in find_frame_folders(root)]
     start, pairs, skipped = time.perf_counter(), [], 0
-    with Progress(2 * sum(len(f) for f in folders), "overlaps", unit="frame") as progress, warnings.catch_warnings():
-        warnings.simplefilter("always")
+    with Progress(2 * sum(len(f) for f in folders), "overlaps", unit="frame") as progress:
         for folder in folders:
             name = folder.root.relative_to(root).as_posix() if folder.root != root else "."
-            found, lost = mine_folder(folder, name, args.min_overlap, args.voxel, args.radius, progress.update)
+            found, lost = mine_folder(folder, name, args.min_overlap, args.voxel, args.radius, progress.update,
+                                      lambda text: progress.write(f"warning: {text}"))
             progress.update(lost)  # skipped frames have no overlap row either
             pairs += found
             skipped += lost
-    write_overlaps(args.out, pairs)
     frames = sum(len(f) for f in folders)
+    if skipped == frames:
+        raise UserError(f"{root}: none of its {frames} frames has a usable pose and depth (see the warnings above); "
+                        "no overlaps file written")
+    write_overlaps(args.out, pairs)
     print(f"{len(pairs)} pairs with overlap >= {args.min_overlap:g} among {frames} frames of {len(folders)} scan(s)"
           + (f" ({skipped} frames skipped: no usable pose or depth)" if skipped else "")
           + f" in {time.perf_counter() - start:.1f} s -> {args.out}")

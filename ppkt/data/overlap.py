@@ -78,15 +78,19 @@ def overlap_matrix(points: Sequence[np.ndarray], radius: float = 0.075,
 
 
 def mine_folder(folder: FrameFolder, name: str, min_overlap: float = 0.3, voxel: float = 0.05,
-                radius: float = 0.075, progress: Optional[Callable[[int], None]] = None) -> Tuple[List[FrameOverlap], int]:
+                radius: float = 0.075, progress: Optional[Callable[[int], None]] = None,
+                on_skip: Optional[Callable[[str], None]] = None) -> Tuple[List[FrameOverlap], int]:
     """The pairs (a before b) of one scan with overlap(a, b) >= min_overlap, and the number of frames skipped
-    (no pose, invalid pose, no valid depth; each warned with its file)."""
+    (no pose, invalid pose, no valid depth; each told to `on_skip` with its file, else warned)."""
     ids, points, skipped = [], [], 0
     for i, frame_id in enumerate(folder.names):
         try:
             depth, K, pose = folder.depth_and_pose(i)
         except FrameError as err:
-            warnings.warn(f"ppkt overlaps: frame skipped: {err}", stacklevel=2)
+            if on_skip is not None:
+                on_skip(f"frame skipped: {err}")
+            else:
+                warnings.warn(f"ppkt overlaps: frame skipped: {err}", stacklevel=2)
             skipped += 1
             continue
         ids.append(frame_id)

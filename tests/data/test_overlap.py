@@ -1,5 +1,9 @@
 """Frame-pair mining (`ppkt overlaps`): frame points against hand-computed geometry, overlaps against brute force,
 the pairs file on hand-made and real (7-Scenes, ScanNet layout) scans."""
+import re
+import shutil
+from pathlib import Path
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -80,12 +84,13 @@ def test_cli_names_scannet_frames_and_skips_bad_poses(tmp_path, capsys):
     make_scannet(root / "scene0000_00", ids=("000000", "000050"), upscale=False)
     make_scannet(root / "scene0001_00", ids=("000000", "000050", "000100"), upscale=False)
     (root / "scene0001_00" / "pose" / "100.txt").write_text("\n".join(["-inf -inf -inf -inf"] * 4))  # ScanNet's mark
-    with pytest.warns(UserWarning, match=r"100\.txt.*NaN/inf"):
-        assert main(["overlaps", str(root), "--out", str(tmp_path / "p.tsv"), "--min-overlap", "0.2"]) == 0
+    assert main(["overlaps", str(root), "--out", str(tmp_path / "p.tsv"), "--min-overlap", "0.2"]) == 0
+    printed = capsys.readouterr()
+    assert re.search(r"warning: frame skipped: .*100\.txt.*NaN/inf", printed.err)
     rows = read_overlaps(tmp_path / "p.tsv")
     assert [(r.folder, r.frame_a, r.frame_b) for r in rows] == [("scene0000_00", "0", "50"), ("scene0001_00", "0", "50")]
     assert rows[0].overlap == rows[1].overlap >= 0.2  # the same two frames in both scans
-    assert "1 frames skipped" in capsys.readouterr().out
+    assert "1 frames skipped" in printed.out
 
 
 def test_bad_pairs_files_name_the_file_and_line(tmp_path):
@@ -146,3 +151,16 @@ def test_rendered_synthetic_frames_overlap_as_computed_here(tmp_path):
         want = chunked_overlap(world_points(r.folder, r.frame_a)[::3], world_points(r.folder, r.frame_b), 0.075)
         assert r.overlap == pytest.approx(want, abs=0.03), r
     assert any(r.overlap > 0.1 for r in rows)  # the views of a room do overlap
+
+
+def test_a_scan_without_any_usable_pose_is_an_error_and_each_skip_a_warning_line(tmp_path, capsys):
+    scan = tmp_path / "scan"
+    shutil.copytree(Path(__file__).resolve().parents[2] / "data" / "7scenes-redkitchen", scan)
+    poses = sorted(scan.glob("*.pose.txt"))
+    for pose in poses:
+        pose.write_text("inf inf inf inf\ninf inf inf inf\ninf inf inf inf\n0 0 0 1\n")
+    assert main(["overlaps", str(scan), "--out", str(tmp_path / "o.tsv")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("warning: frame skipped: ") == len(poses) and "UserWarning" not in err
+    assert f"ppkt: error: {scan}: none of its {len(poses)} frames has a usable pose and depth" in err
+    assert not (tmp_path / "o.tsv").exists()
