@@ -19,6 +19,7 @@ evaluates and saves.
 """
 from __future__ import annotations
 
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +32,7 @@ from torch.utils.data import DataLoader, Dataset
 from ppkt.atomic import atomic_path
 from ppkt.checkpoint import CheckpointError, load_checkpoint, load_state_strict, save_atomic
 from ppkt.config import ConfigError, config_to_dict, config_to_yaml
+from ppkt.errors import RunFailed, UserError
 from ppkt.progress import Progress
 from ppkt.provenance import stamp
 from ppkt.train.distributed import Dist, training_process
@@ -208,9 +210,26 @@ def train(task: Task, resume: bool = False, stop_after: Optional[int] = None, ov
     task.validate()
     files = task.files
     start_run(files.folder, files.last, resume, overwrite, task.command, files.owned())
-    with StopRequest() as stop_request, training_process(task.cfg.train.device, task.cfg.train.threads) as (d, device):
-        _run(task, d, device, resume, stop_after, stop_request)
+    new_folder = not files.folder.exists()
+    try:
+        with StopRequest() as stop_request, training_process(task.cfg.train.device, task.cfg.train.threads) as (d, device):
+            _run(task, d, device, resume, stop_after, stop_request)
+    except (UserError, RunFailed):
+        if not resume and not files.last.exists():  # stopped by its data before anything worth keeping was written
+            remove_run_files(files, new_folder)
+        raise
     return files.folder
+
+
+def remove_run_files(files: RunFiles, folder_too: bool) -> None:
+    """Delete what a run that failed before its first checkpoint wrote (and its folder, when the run made it)."""
+    for path in files.owned():
+        if path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+        elif path.exists():
+            path.unlink()
+    if folder_too and files.folder.is_dir() and not any(files.folder.iterdir()):
+        files.folder.rmdir()
 
 
 def _run(task: Task, d: Dist, device: torch.device, resume: bool, stop_after: Optional[int],

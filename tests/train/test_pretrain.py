@@ -14,6 +14,7 @@ from PIL import Image
 import ppkt
 from ppkt.cli import main as cli_main
 from ppkt.config import load_config
+from ppkt.data.frames import FrameError
 from ppkt.data.pairs import PixelPointFrames
 from ppkt.errors import Interrupted
 from ppkt.models.sparse_unet import build_sparse_unet
@@ -187,6 +188,14 @@ def test_unusable_frames_are_replaced_and_counted_once(tmp_path):
     out = pretrain(tiny_config(tmp_path / "run", f"data.roots=[{frames}]", "data.stride=1", "train.iterations=3", "train.batch_size=3"))
     records = read_metrics(out / "metrics.jsonl")
     assert [r["skipped_frames"] for r in records] == [1, 1, 1]  # the empty frame, counted once, not per iteration
+
+    # every frame unusable: one clear error when the first batch meets it, and the run's folder is gone again
+    for n in ("000000", "000400"):
+        Image.fromarray(np.zeros((480, 640), dtype=np.uint16)).save(frames / f"frame-{n}.depth.png")
+    with pytest.raises(FrameError, match="none of the 3 frames .* is usable"):
+        pretrain(tiny_config(tmp_path / "none", f"data.roots=[{frames}]", "data.stride=1", "train.iterations=3",
+                             "train.batch_size=3", "train.workers=0"))
+    assert not (tmp_path / "none").exists()
 
 
 def test_cli_lists_commands_and_reports_bad_config(capsys, tmp_path):
