@@ -22,7 +22,12 @@ OVERRIDE = re.compile(r"[A-Za-z_][\w.]*=")
 
 class Parser(argparse.ArgumentParser):
     """argparse's parser (of `ppkt` and, inherited, of every sub-command) whose errors are one line in the form of
-    every other user error: ``ppkt: error: <option>: <problem>``, exit status 2."""
+    every other user error: ``ppkt: error: <option>: <problem>``, exit status 2. Options are never abbreviated
+    (`--scene` is not `--scenes`)."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
 
     def error(self, message: str):
         def name(m: re.Match) -> str:

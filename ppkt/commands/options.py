@@ -140,7 +140,7 @@ input_file, input_dir, input_path = PathCheck(_input_file), PathCheck(_input_dir
 
 def register_path_checks(parser: argparse.ArgumentParser) -> None:
     """Give every (sub-)parser the list of its path options as the default `path_checks` (dest, name, PathCheck)."""
-    checks = [(a.dest, max(a.option_strings, key=len) if a.option_strings else (a.metavar or a.dest), a.type)
+    checks = [(a.dest, max(a.option_strings, key=len) if a.option_strings else (a.metavar or a.dest.upper()), a.type)
               for a in parser._actions if isinstance(a.type, PathCheck)]
     parser.set_defaults(path_checks=checks)
     for action in parser._actions:

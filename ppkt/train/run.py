@@ -256,7 +256,10 @@ def _run(task: Task, d: Dist, device: torch.device, resume: bool, stop_after: Op
         task.say(f"resuming {files.last} at iteration {start}")
     task.best = best
     if d.main and state is None:  # a resume never rewrites them
-        files.folder.mkdir(parents=True, exist_ok=True)
+        try:
+            files.folder.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise ConfigError(f"the run's folder {files.folder}: cannot make it ({err.strerror}); choose another") from None
         with atomic_path(files.config) as tmp:
             tmp.write_text(config_to_yaml(cfg))
         if names is not None and files.scenes is not None:
