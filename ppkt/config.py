@@ -350,6 +350,8 @@ def _problem(err: OmegaConfBaseException) -> str:
     m = re.match(r"Key '(.*)' not in '(\w+)'(?:\. Did you mean: '(.*)'\?)?", msg)
     if m:
         return f"{key}: no such key" + (f" (did you mean {m.group(3)}?)" if m.group(3) else "")
+    if "Cannot convert 'ListConfig' to string" in msg:
+        return f"{key}: takes one value, not a list"
     if "is not a ListConfig" in msg or "is not a list" in msg.lower():
         return f"{key}: must be a list, e.g. {key}=[a,b]"
     return f"{key}: {msg}"

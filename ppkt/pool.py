@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import signal
 from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from contextlib import contextmanager
 from typing import Iterator
+
+from ppkt.errors import RunFailed
 
 
 def _ignore_sigint() -> None:
@@ -19,7 +22,11 @@ def process_pool(workers: int) -> Iterator[ProcessPoolExecutor]:
     included): queued jobs cancelled, running workers terminated; after a normal exit it waits for its jobs."""
     pool = ProcessPoolExecutor(max_workers=workers, initializer=_ignore_sigint)
     try:
-        yield pool
+        try:
+            yield pool
+        except BrokenProcessPool:
+            raise RunFailed("a worker process died while it worked (killed by the system, most often for want of "
+                            "memory); try fewer --workers or smaller settings") from None
     except BaseException:
         processes = list((getattr(pool, "_processes", None) or {}).values())
         pool.shutdown(wait=False, cancel_futures=True)

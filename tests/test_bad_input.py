@@ -25,6 +25,8 @@ CASES = [
     ("synth count 0", ["synth", "--out", "{t}/w", "--scenes", "0"], "--scenes: must be >= 1, got 0"),
     ("synth count not a number", ["synth", "--out", "{t}/w", "--workers", "two"], "--workers: must be a whole number"),
     ("synth spacing nan", ["synth", "--out", "{t}/w", "--point-spacing", "nan"], "--point-spacing: must be a finite"),
+    ("synth frames too large", ["synth", "--out", "{t}/w", "--image-size", "10", "10000000"], "--image-size: 10 x"),
+    ("a list for one value", ["finetune", "--config", SEG, "data.root=[a,b]"], "data.root: takes one value, not a list"),
     ("synth spacing too small", ["synth", "--out", "{t}/w", "--point-spacing", "1e-5"], "would sample up to"),
     ("teacher batch 0", ["teacher", "train", "--data", FRAMES, "--out", "{t}/t.pt", "--batch-size", "0"],
      "--batch-size: must be >= 1, got 0"),
@@ -87,3 +89,14 @@ def test_bad_input_is_one_line_naming_it_exit_2_and_nothing_written(argv, messag
     assert err.startswith("ppkt: error: ") and message.replace("{t}", str(t)) in err, err
     assert "Traceback" not in err and "reference_type" not in err
     assert sorted(p.relative_to(t) for p in t.rglob("*")) == before  # nothing written
+
+
+def test_a_worker_that_dies_is_a_failure_of_the_work_not_a_bug(capsys):
+    import os as _os
+
+    from ppkt.errors import RunFailed
+    from ppkt.pool import process_pool
+
+    with pytest.raises(RunFailed, match="a worker process died"):
+        with process_pool(1) as pool:
+            pool.submit(_os._exit, 9).result()

@@ -40,12 +40,16 @@ def apply_preset(args: argparse.Namespace) -> None:
 
 # the most points of a room at 2.5 cm spacing (measured on 10 rooms: 155k to 310k); points grow as 1 / spacing^2
 POINTS_AT_25MM = 310_000
+MAX_PIXELS = 2048 * 4096  # a frame's pixels beyond this: refused (frames are rendered and stored whole)
 MAX_POINTS = 20_000_000  # a scene's points (and arrays of ~100 bytes a point while it is sampled) beyond this: refused
 
 
 def check_synth_args(args: argparse.Namespace) -> None:
     """ArgumentTypeError naming the first bad option (before anything is written)."""
     h, w = args.image_size
+    if h * w > MAX_PIXELS:
+        raise argparse.ArgumentTypeError(f"--image-size: {h} x {w} is {h * w:.3g} pixels a frame; at most "
+                                         f"{MAX_PIXELS:.3g} (e.g. 2048 x 4096)")
     points = POINTS_AT_25MM * (0.025 / args.point_spacing) ** 2 if args.point_spacing > 0 else float("inf")
     if points > MAX_POINTS:
         smallest = 0.025 * (POINTS_AT_25MM / MAX_POINTS) ** 0.5
