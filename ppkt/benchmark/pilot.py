@@ -11,6 +11,7 @@ the paired difference ImageNet - scratch over seeds with its 95 % t-interval (`p
 from __future__ import annotations
 
 import time
+from functools import partial
 from pathlib import Path
 from typing import Dict, List, Sequence
 
@@ -60,33 +61,52 @@ def score_3d(model: torch.nn.Module, world: Path, split: str = "val") -> Dict:
     return {**segmentation_metrics(conf, classes.names), "coverage": seen / max(labelled, 1)}
 
 
+def pilot_run(world: Path, checkpoint: Path, init: str, seed: int, iterations: int, batch_size: int) -> dict:
+    """One arm of one seed: train the 2D network into `checkpoint`, then score it in 3D on the world's val scenes."""
+    from ppkt.models.seg_teacher import load_seg_teacher
+    from ppkt.train.teacher2d import train_teacher2d
+
+    t = time.perf_counter()
+    trained = train_teacher2d(world, checkpoint, arch="efficientnet_lite0", iterations=iterations, batch_size=batch_size,
+                              seed=seed, device="cpu", backbone_weights=INITS[init], progress=False, overwrite=True)
+    scores = score_3d(load_seg_teacher(checkpoint), world)
+    return {"miou_3d": scores["miou"], "coverage": scores["coverage"], "miou_2d": (trained["val"] or {}).get("miou"),
+            "seconds": time.perf_counter() - t}
+
+
+def rerun_pilot(results: Results, name: str, world: Path, where: Path) -> dict:
+    """Record `name` (e.g. imagenet_s0) trained and scored again in `where` from its settings, on `world` (checked
+    against the record's digest); returns {"recorded", "rerun"} (3D mIoU points)."""
+    from ppkt.errors import UserError
+    from ppkt.train.run_dir import file_digest
+
+    if name not in results.records:
+        raise UserError(f"{results.path}: no run {name!r}; the ids are the names of its records")
+    s = results.records[name]["settings"]
+    if file_digest(world / "dataset.json") != s["world"]:
+        raise UserError(f"--data: {world} is not the world record {name} was made on")
+    where.mkdir(parents=True, exist_ok=True)
+    again = pilot_run(world, where / f"{name}.pt", s["init"], s["seed"], s["iterations"], s["batch_size"])
+    return {"score": "miou_3d", "recorded": 100 * results.records[name]["miou_3d"], "rerun": 100 * again["miou_3d"]}
+
+
 def run_pilot(world: Path, out: Path, seeds: int = 3, iterations: int = 300, batch_size: int = 8,
               threads: int = 2) -> Results:
     """Train and score both arms for every seed (each run a record of out/results.json, reused when its settings
     match); returns the results."""
-    from ppkt.models.seg_teacher import load_seg_teacher
     from ppkt.train.run_dir import file_digest
-    from ppkt.train.teacher2d import train_teacher2d
 
     out.mkdir(parents=True, exist_ok=True)
     results = Results(out / "results.json")
     torch.set_num_threads(threads)
     for seed in range(seeds):
-        for init, weights in INITS.items():
+        for init in INITS:
             name = f"{init}_s{seed}"
             settings = {"world": file_digest(world / "dataset.json"), "arch": "efficientnet_lite0", "init": init,
                         "seed": seed, "iterations": iterations, "batch_size": batch_size}
 
-            def work() -> dict:
-                t = time.perf_counter()
-                trained = train_teacher2d(world, out / f"{name}.pt", arch="efficientnet_lite0", iterations=iterations,
-                                          batch_size=batch_size, seed=seed, device="cpu", backbone_weights=weights,
-                                          progress=False, overwrite=True)
-                scores = score_3d(load_seg_teacher(out / f"{name}.pt"), world)
-                return {"miou_3d": scores["miou"], "coverage": scores["coverage"],
-                        "miou_2d": (trained["val"] or {}).get("miou"), "seconds": time.perf_counter() - t}
-
-            record = results.run(name, settings, work, init=init, seed=seed)
+            record = results.run(name, settings, partial(pilot_run, world, out / f"{name}.pt", init, seed, iterations,
+                                                         batch_size), init=init, seed=seed)
             print(f"{name}: 3D mIoU {100 * record['miou_3d']:.1f} (2D {100 * (record['miou_2d'] or float('nan')):.1f}, "
                   f"coverage {100 * record['coverage']:.0f} %, {record['seconds']:.0f} s)", flush=True)
     return results

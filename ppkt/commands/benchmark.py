@@ -114,6 +114,16 @@ def _pilot(args: argparse.Namespace) -> int:
     from ppkt.benchmark.pilot import pilot_page, pilot_summary, run_pilot
 
     world = Path(args.data)
+    if args.rerun:
+        from ppkt.benchmark.pilot import rerun_pilot
+        from ppkt.benchmark.results import Results
+
+        if not (Path(args.out) / "results.json").is_file():
+            raise UserError(f"--out: {Path(args.out) / 'results.json'}: not found; run the pilot first")
+        with tempfile.TemporaryDirectory() as tmp:
+            r = rerun_pilot(Results(Path(args.out) / "results.json"), args.rerun, world, Path(tmp))
+        print(f"{args.rerun}: recorded {r['score']} {r['recorded']:.2f}, rerun {r['rerun']:.2f}")
+        return 0
     if not (world / "dataset.json").is_file() or not (world / "frames").is_dir():
         raise UserError(f"--data: {world} is not a synthetic world (no dataset.json / frames/); "
                          "write one with `ppkt synth --out DIR`")
@@ -194,4 +204,6 @@ def add_commands(subparsers) -> None:
     p.add_argument("--threads", type=count(1), default=2, help="torch CPU threads")
     p.add_argument("--page", type=output_file, default=None, metavar="FILE",
                    help="the markdown report (default: OUT/pilot.md)")
+    p.add_argument("--rerun", metavar="ID", help="train and score record ID of OUT/results.json again (e.g. "
+                                                 "imagenet_s0) and print both 3D scores")
     p.set_defaults(func=_pilot)

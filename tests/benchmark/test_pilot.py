@@ -9,7 +9,7 @@ from ppkt.synthetic.dataset import write_dataset
 pytestmark = pytest.mark.usefixtures("keep_torch_threads")
 
 
-def test_tiny_pilot(tmp_path):
+def test_tiny_pilot(tmp_path, capsys):
     world = write_dataset(tmp_path / "world", scenes=5, frames_per_scene=2, seed=2, workers=1, point_spacing=0.1,
                           progress=False, compact=True)
     results = run_pilot(world, tmp_path / "pilot", seeds=2, iterations=2, batch_size=2)
@@ -25,6 +25,11 @@ def test_tiny_pilot(tmp_path):
     assert summary["seeds"] == 2 and summary["miou_3d"]["interval"].mean == pytest.approx(want)
     text = "\n".join(pilot_page(summary, 2))
     assert "| 3D mIoU (val points) | 2 |" in text and "+4.81" in text
+    capsys.readouterr()
+    assert cli_main(["benchmark", "pilot", "--data", str(world), "--out", str(tmp_path / "pilot"),
+                     "--rerun", "imagenet_s1"]) == 0  # one record again from nothing: the same score
+    recorded = 100 * again.records["imagenet_s1"]["miou_3d"]
+    assert f"imagenet_s1: recorded miou_3d {recorded:.2f}, rerun {recorded:.2f}" in capsys.readouterr().out
 
 
 def test_pilot_command_refuses_a_folder_that_is_not_a_world(tmp_path, capsys):
