@@ -118,6 +118,9 @@ class PretrainConfig:
 
 
 # ------------------------------------------------------------------------------------------------ checks
+MAX_VOXEL = 0.5  # metres
+
+
 class Checks:
     """Collects `key: problem` lines; `done()` raises one ConfigError listing them all."""
 
@@ -130,6 +133,13 @@ class Checks:
 
     def positive(self, value: Any, key: str) -> None:
         self.need(isinstance(value, (int, float)) and value > 0, key, f"must be > 0, got {value}")
+
+    def voxel(self, value: Any, key: str = "data.voxel_size") -> None:
+        """A voxel size a room can use: > 0 and at most MAX_VOXEL metres (the SR-UNets downsample 16 times, so a
+        larger voxel leaves a room a cell or two at the deepest level)."""
+        self.need(isinstance(value, (int, float)) and 0 < value <= MAX_VOXEL, key,
+                  f"must be > 0 and <= {MAX_VOXEL} metres (a room is a few metres; the networks downsample 16 times), "
+                  f"got {value}")
 
     def at_least(self, value: Any, low: int, key: str) -> None:
         self.need(isinstance(value, int) and value >= low, key, f"must be an integer >= {low}, got {value}")
@@ -163,7 +173,7 @@ def check_data(d: DataConfig, c: Checks) -> None:
     c.positive(d.max_depth, "data.max_depth")
     c.at_least(d.stride, 1, "data.stride")
     c.need(len(d.image_size) == 2 and min(d.image_size) >= 1, "data.image_size", f"must be [H, W] in pixels, both >= 1, got {list(d.image_size)}")
-    c.positive(d.voxel_size, "data.voxel_size")
+    c.voxel(d.voxel_size)
     c.choice(d.frame, ("camera", "world"), "data.frame")
     from ppkt.data.features import FEATURES
 

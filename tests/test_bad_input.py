@@ -65,6 +65,8 @@ CASES = [
      "override train.batch_size=abc: train.batch_size: 'abc' is not a whole number"),
     ("override of no key", ["pretrain", "--config", DEMO, "train.batchsize=4"], "train.batchsize: no such key"),
     ("renamed key", ["pretrain", "--config", DEMO, "data.pairs=x.tsv"], "data.pairs is now called data.overlaps"),
+    ("a voxel no room can use", ["finetune", "--config", SEG, "data.voxel_size=5"],
+     "data.voxel_size: must be > 0 and <= 0.5 metres"),
     ("no labels", ["finetune", "--config", SEG, "data.limited_points=0"], "data.limited_points: must be null"),
     ("unwritable out_dir", ["pretrain", "--config", DEMO, f"data.roots=[{FRAMES}]", "train.out_dir=/proc/x"],
      "/proc/x: cannot make it"),

@@ -64,7 +64,7 @@ def validate_detection(cfg: DetectionConfig) -> DetectionConfig:
     """Every check that needs no data; ConfigError lists all problems as `key: problem`."""
     c, d, m, o = Checks(), cfg.data, cfg.model, cfg.optim
     c.need(d.root.strip() != "", "data.root", "is empty; set it to the dataset folder")
-    c.positive(d.voxel_size, "data.voxel_size")
+    c.voxel(d.voxel_size)
     c.need(d.max_voxels is None or d.max_voxels >= 1, "data.max_voxels", f"must be null or >= 1, got {d.max_voxels}")
     c.need(d.rotation >= 0, "data.rotation", f"must be >= 0 radians, got {d.rotation}")
     c.need(len(d.scale) == 2 and 0 < d.scale[0] <= d.scale[1], "data.scale", f"must be [low, high], 0 < low <= high, got {d.scale}")

@@ -85,7 +85,7 @@ def validate_finetune(cfg: FinetuneConfig) -> FinetuneConfig:
     c, d, o = Checks(), cfg.data, cfg.optim
     c.need(d.root.strip() != "", "data.root", "is empty; set it to the dataset folder")
     c.need(d.classes.strip() != "", "data.classes", "is empty; use scannet20, s3dis13 or a classes.json")
-    c.positive(d.voxel_size, "data.voxel_size")
+    c.voxel(d.voxel_size)
     c.need(d.max_voxels is None or d.max_voxels >= 1, "data.max_voxels", f"must be null or >= 1, got {d.max_voxels}")
     c.need(0 < d.label_fraction <= 1, "data.label_fraction", f"must be in (0, 1], got {d.label_fraction}")
     from ppkt.data.features import FEATURES
