@@ -130,7 +130,8 @@ def test_a_new_run_never_replaces_an_old_one(tmp_path, capsys):
 
 @pytest.mark.parametrize("override, message", [
     ("train.batch_size=0", "train.batch_size: must be an integer >= 1, got 0"),
-    ("data.voxel_size=0", "data.voxel_size: must be > 0, got 0.0"),
+    ("data.voxel_size=0", "data.voxel_size: must be > 0 and <= 0.5 metres (a room is a few metres; the networks "
+                          "downsample 16 times), got 0.0"),
     ("loss.temperature=-1", "loss.temperature: must be > 0, got -1.0"),
     ("loss.n_sub=1", "loss.n_sub: must be an integer >= 2, got 1"),
     ("data.image_size=[0,80]", "data.image_size: must be [H, W] in pixels, both >= 1"),
