@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
+import re
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
 
@@ -37,7 +38,9 @@ def load_problem(err: BaseException) -> str:
     lines = [line.strip() for line in str(err).splitlines() if line.strip() and not line.strip().startswith(advice)]
     blocked = next((line for line in lines if "GLOBAL" in line), None)
     if blocked:
-        return f"it holds objects other than tensors and plain data ({blocked})"
+        name = re.search(r"GLOBAL ([\w.]+)", blocked)
+        return ("it holds pickled code or objects other than tensors and plain data"
+                + (f" ({name.group(1)}); ppkt does not load those" if name else "; ppkt does not load those"))
     if "Weights only load failed" in str(err):
         return f"not a torch file, or a damaged one ({lines[0] if lines else 'unreadable'})"
     return f"{type(err).__name__}: {lines[0] if lines else ''}"

@@ -56,3 +56,15 @@ def test_a_file_without_ppkts_format_tag_given_as_a_backbone_points_to_the_conve
         load_checkpoint(path, BACKBONE_FORMAT)
     with pytest.raises(CheckpointError, match="without ppkt's format tag: not written by ppkt"):
         load_checkpoint(path, "ppkt-finetune")
+
+
+def test_a_checkpoint_holding_pickled_code_is_refused_without_advice_to_allow_it(tmp_path):
+    from ppkt.checkpoint import load_checkpoint
+
+    path = tmp_path / "code.pt"
+    torch.save({"format": "ppkt-finetune", "hook": print}, path)
+    with pytest.raises(CheckpointError) as err:
+        load_checkpoint(path, "ppkt-finetune")
+    message = str(err.value)
+    assert "holds pickled code or objects other than tensors and plain data (print)" in message
+    assert "safe_globals" not in message and "weights_only" not in message
