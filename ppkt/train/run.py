@@ -6,9 +6,11 @@ optimiser and schedule, computes one iteration's loss, evaluates, and names its 
 owns the rest, in this order:
 1. before any folder exists: the output guard (a new run never replaces an old one unless `overwrite`; `resume`
    needs a checkpoint) and, on resume, the saved config against the one asked for (only the task's safe keys differ);
-2. the process (torchrun's group, device, threads) and the Ctrl-C / SIGTERM handler (stop after the current
-   iteration, saved);
-3. the folder: config and training-scene list (written once, atomically; a resume checks the scenes are the same);
+2. the process (torchrun's group, device, threads) and the Ctrl-C / SIGTERM handler (the first signal says at once
+   which iteration the run stops after, saved; a second stops at once);
+3. the task's build (its datasets check their data, labels included) and the batch against the data (`check_batch`);
+   then the folder: config and training-scene list (written once, atomically; a resume checks the scenes are the
+   same). A run stopped by its data (UserError, RunFailed) before its first checkpoint removes what it wrote;
 4. the loop over a resumable batch stream (`IterationBatchSampler`: a resumed run sees the same batches), each step
    through `optimizer_step` (a non-finite loss stops the run); logging every `log_every` iterations (metrics.jsonl,
    TensorBoard, the progress line), evaluation every `eval_every` (best.pt keeps the best), last.pt every
