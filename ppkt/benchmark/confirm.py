@@ -403,6 +403,23 @@ def _moved(value, old: str, new: str):
     return value
 
 
+def seed_results(source: Path, out: Path) -> int:
+    """Start <out>/results.json from the records of `source` (e.g. docs/results/<name>.json) made in another folder:
+    every path under their folder moved under `out`, so that their settings match the runs asked for in `out` (a
+    record's settings hold its paths). Returns how many records it holds."""
+    data = json.loads(Path(source).read_text())
+    old = next((str(Path(r["settings"]["config"]["train"]["out_dir"]).parents[1 if r.get("stage") == "pretrain" else 2])
+                for r in data.get("runs", []) if r.get("settings", {}).get("config", {}).get("train", {}).get("out_dir")),
+               None)
+    if old is not None and old != str(out):
+        data["runs"] = [_moved(r, old, str(out)) for r in data["runs"]]
+    from ppkt.atomic import write_json
+
+    Path(out).mkdir(parents=True, exist_ok=True)
+    write_json(Path(out) / "results.json", data)
+    return len(data.get("runs", []))
+
+
 def config_schema(task: str) -> type:
     """The fine-tuning config class of a task."""
     if task == "detection":

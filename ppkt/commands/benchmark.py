@@ -37,8 +37,10 @@ def _protocol(args: argparse.Namespace) -> int:
     out = Path(args.out or f"runs/{protocol.name}")
     if args.action == "run":
         if args.seed_results and not (out / "results.json").exists():
-            out.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(args.seed_results, out / "results.json")
+            from ppkt.benchmark.confirm import seed_results
+
+            print(f"{out / 'results.json'}: {seed_results(Path(args.seed_results), out)} records of "
+                  f"{args.seed_results}, their paths moved under {out}")
         results = run(protocol, protocol_file, out, args.until)
     else:
         path = Path(args.results) if args.results else out / "results.json"

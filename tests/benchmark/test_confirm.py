@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ppkt.benchmark.confirm import TEST_WORLD, rerun, run, summary
+from ppkt.benchmark.confirm import TEST_WORLD, rerun, run, seed_results, summary
 from ppkt.benchmark.confirm_report import write_confirm_page, write_tuning_page
 from ppkt.benchmark.protocol import load_protocol
 from ppkt.benchmark.results import Results
@@ -113,6 +113,16 @@ def test_info_on_the_results(bench, capsys):
     assert main(["info", str(out / "results.json")]) == 0
     text = capsys.readouterr().out
     assert "ppkt benchmark results" in text and f"records: {len(results.records)} (world 2, pretrain 2" in text
+
+
+def test_records_seeded_into_another_folder_are_reused_there(bench, tmp_path):
+    path, out, results = bench
+    moved = tmp_path / "elsewhere" / "segmentation"
+    assert seed_results(out / "results.json", moved) == len(results.records)
+    again = run(load_protocol(path), path, moved, until="curves")  # worlds and pretraining made again: the same
+    curves = {n: r["finished"] for n, r in results.records.items() if r.get("stage") == "curve"}
+    assert curves and {n: again.records[n]["finished"] for n in curves} == curves  # every curve run reused
+    assert again.records["curve/full@3/ppkt_s0"]["settings"]["config"]["train"]["out_dir"].startswith(str(moved))
 
 
 def test_rerun_reproduces_a_recorded_score(bench, tmp_path):
