@@ -177,6 +177,13 @@ class Pretraining(Task):
     def after_loop(self, d: Dist) -> None:
         self.skipped = count_distinct(self.bad_frames, d)
 
+    def memory(self, d: Dist) -> Tuple[Optional[int], str]:
+        """About 4 KB per pixel of a process's batch, plus 0.5 GiB: measured peak RSS 1.22 GiB for the demo (4 frames of
+        240 x 320) and 2.39 GiB for the paper setting (2 frames of 480 x 640; docs/benchmarks.md)."""
+        (h, w), batch = self.cfg.data.image_size, self.cfg.train.batch_size // d.world_size
+        return (2**29 + 4096 * batch * h * w,
+                f"train.batch_size={self.cfg.train.batch_size} at data.image_size=[{h}, {w}]")
+
     def chance(self, d: Dist) -> Optional[float]:
         l = self.cfg.loss
         pixels = l.n_sub * (d.world_size if l.gather_negatives else 1)  # candidates of each point

@@ -179,6 +179,10 @@ class Task:
         """The loss of an uninformed model, drawn on the curve."""
         return None
 
+    def memory(self, d: Dist) -> Tuple[Optional[int], str]:
+        """(an estimate of a process's memory in bytes on the CPU, or None; the settings it follows from)."""
+        return None, ""
+
     def finish(self, s: Optional[Dict[str, Any]]) -> None:
         """After the last iteration of a finished run (main process), with the final evaluation's scores (None
         without validation data), e.g. the task's final export."""
@@ -193,6 +197,28 @@ class Task:
 
 
 MAX_REPEATS = 8  # a batch may hold each training sample at most this many times
+
+
+def machine_memory() -> Tuple[int, int]:
+    """(total, available) bytes of this machine's memory (Linux /proc/meminfo; (0, 0) where it cannot be read)."""
+    try:
+        info = dict(line.split(":", 1) for line in Path("/proc/meminfo").read_text().splitlines() if ":" in line)
+        return int(info["MemTotal"].split()[0]) * 1024, int(info["MemAvailable"].split()[0]) * 1024
+    except (OSError, KeyError, ValueError):
+        return 0, 0
+
+
+def check_memory(estimate: Optional[int], what: str, say: Callable[..., None]) -> None:
+    """ConfigError when a CPU run's memory `estimate` (bytes) is beyond the machine's memory; a warning when it is
+    beyond what is free now."""
+    total, available = machine_memory()
+    if not estimate or not total:
+        return
+    gib = lambda b: f"{b / 2**30:.1f} GiB"  # noqa: E731
+    if estimate > total:
+        raise ConfigError(f"{what} needs about {gib(estimate)} of memory; this machine has {gib(total)} (lower it)")
+    if estimate > available:
+        say(f"warning: {what} needs about {gib(estimate)} of memory; {gib(available)} is free now")
 
 
 def check_batch(batch_size: int, samples: int, say: Callable[..., None]) -> None:
@@ -243,6 +269,8 @@ def _run(task: Task, d: Dist, device: torch.device, resume: bool, stop_after: Op
         check_resume(state["config"], cfg, task.safe_keys, files.last)
     task.build(d, device, state is not None)
     check_batch(t.batch_size, len(task.dataset), task.say)
+    if device.type == "cpu":
+        check_memory(*task.memory(d), task.say)
     names = task.train_scenes
     if state is not None and names is not None and state["train_scenes"] != names:
         raise CheckpointError(f"{files.last}: trained on other scenes than the config selects now "

@@ -227,3 +227,21 @@ def test_pretraining_on_other_input_features_exports_them(tmp_path):
     cfg = tiny_config(tmp_path / "x", "augment.color_dropout=1.0")
     sample = PixelPointFrames(cfg.data, cfg.augment)[(0, 5)]
     assert sample.feats.shape[1] == 3 and (sample.feats == NO_COLOR).all()
+
+
+def test_a_run_beyond_the_machines_memory_is_refused_and_one_beyond_the_free_memory_warned(tmp_path, monkeypatch,
+                                                                                           capsys):
+    from ppkt.config import ConfigError
+    from ppkt.train import run
+
+    cfg = tiny_config(tmp_path / "run", "train.iterations=1")
+    h, w = cfg.data.image_size
+    estimate = 2**29 + 4096 * cfg.train.batch_size * h * w  # the model of Pretraining.memory, written out
+    monkeypatch.setattr(run, "machine_memory", lambda: (estimate - 1, estimate - 1))
+    with pytest.raises(ConfigError, match=rf"train.batch_size={cfg.train.batch_size} at data.image_size=\[{h}, {w}\] "
+                                          r"needs about .* GiB of memory; this machine has"):
+        pretrain(cfg)
+    assert not (tmp_path / "run").exists()
+    monkeypatch.setattr(run, "machine_memory", lambda: (estimate + 1, estimate - 1))
+    pretrain(cfg)
+    assert "warning: train.batch_size=" in capsys.readouterr().out
