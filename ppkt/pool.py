@@ -3,11 +3,12 @@ a stop -- Ctrl-C, an error -- cancels the jobs not started and terminates the wo
 every queued job (what `with ProcessPoolExecutor()` does)."""
 from __future__ import annotations
 
+import multiprocessing
 import signal
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from contextlib import contextmanager
-from typing import Iterator
+from typing import Iterator, Optional
 
 from ppkt.errors import RunFailed
 
@@ -17,10 +18,12 @@ def _ignore_sigint() -> None:
 
 
 @contextmanager
-def process_pool(workers: int) -> Iterator[ProcessPoolExecutor]:
-    """A ProcessPoolExecutor of `workers` processes that is shut down at once when the block raises (KeyboardInterrupt
-    included): queued jobs cancelled, running workers terminated; after a normal exit it waits for its jobs."""
-    pool = ProcessPoolExecutor(max_workers=workers, initializer=_ignore_sigint)
+def process_pool(workers: int, start: Optional[str] = None) -> Iterator[ProcessPoolExecutor]:
+    """A ProcessPoolExecutor of `workers` processes (started by `start`: "spawn", "fork", or the platform's default)
+    that is shut down at once when the block raises (KeyboardInterrupt included): queued jobs cancelled, running
+    workers terminated; after a normal exit it waits for its jobs."""
+    context = multiprocessing.get_context(start) if start else None
+    pool = ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_ignore_sigint)
     try:
         try:
             yield pool

@@ -21,9 +21,8 @@ import math
 import os
 import platform
 import time
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures import as_completed
 from dataclasses import dataclass
-from multiprocessing import get_context
 from pathlib import Path
 from typing import Callable, Dict, Optional, Sequence, Tuple
 
@@ -327,15 +326,24 @@ def stage_finetune(plan: Plan, results: Results, world: Path, backbone: Path, jo
 
 def run_jobs(plan: Plan, results: Results, todo: list, worker: Callable = None, score: str = "miou") -> None:
     """Run `todo` ((name, settings, config, labels) each) with worker(config) (default `run_finetune`) in plan.jobs
-    spawned processes; record each."""
-    with ProcessPoolExecutor(plan.jobs, mp_context=get_context("spawn")) as pool:
-        futures = {pool.submit(worker or run_finetune, cfg): (name, settings, labels) for name, settings, cfg, labels in todo}
+    spawned processes; record each, and say how long the rest will take at the pace of the runs done (seconds per
+    iteration). Ctrl-C stops the workers at once (a stopped run starts over next time)."""
+    from ppkt.pool import process_pool
+
+    left = sum(cfg.train.iterations for _, _, cfg, _ in todo)
+    spent, finished = 0.0, 0
+    with process_pool(plan.jobs, "spawn") as pool:
+        futures = {pool.submit(worker or run_finetune, cfg): (name, settings, cfg, labels)
+                   for name, settings, cfg, labels in todo}
         for done, future in enumerate(as_completed(futures), 1):
-            name, settings, labels = futures[future]
+            name, settings, cfg, labels = futures[future]
             scores = future.result()
             results.run(name, settings, lambda: scores, **labels)
-            print(f"[{done}/{len(todo)}] {name}: val {score} {100 * scores[score]:.1f} ({scores['seconds']:.0f} s)",
-                  flush=True)
+            left -= cfg.train.iterations
+            spent, finished = spent + scores["seconds"], finished + cfg.train.iterations
+            eta = left * spent / finished / plan.jobs / 60
+            print(f"[{done}/{len(todo)}] {name}: val {score} {100 * scores[score]:.1f} ({scores['seconds']:.0f} s)"
+                  + (f"; about {eta:.0f} min left" if left else ""), flush=True)
 
 
 def run(plan: Plan) -> Results:

@@ -25,9 +25,11 @@ def tiny_plan(out: Path, **changes) -> Plan:
     return Plan(**{**settings, **changes})
 
 
-def test_tiny_benchmark_runs_reuses_and_reports(tmp_path):
+def test_tiny_benchmark_runs_reuses_and_reports(tmp_path, capsys):
     out = tmp_path / "bench"
     results = run(tiny_plan(out))
+    printed = capsys.readouterr().out
+    assert "[1/8] " in printed and "min left" in printed and "[8/8] " in printed  # the pace of the runs done so far
     runs = results.select(stage="finetune")
     assert sorted((r["cell"], r["init"], r["seed"]) for r in runs) == sorted(
         (c, i, s) for c in ("f0.5", "full") for i in ("scratch", "ppkt") for s in (0, 1))
