@@ -90,7 +90,7 @@ class Segmentation(Task):
 
     command, format, safe_keys = "finetune", FINETUNE_FORMAT, FINETUNE_SAFE_KEYS
     title, curve_title, ylabel = "finetune", "fine-tuning (semantic segmentation)", "cross-entropy loss"
-    rate, score, score_name = "voxels_per_s", "miou", "mIoU"
+    rate, score, score_name, say_best = "voxels_per_s", "miou", "mIoU", True
 
     def validate(self) -> None:
         validate_finetune(self.cfg)

@@ -96,6 +96,7 @@ class Task:
     rate = "samples_per_s"
     score: Optional[str] = None
     score_name = ""
+    say_best = False  # the summary names best.pt's iteration and score
     smooth = True  # the loss curve's running mean
     report_every: Optional[int] = None  # iterations between progress lines (default train.log_every)
     quiet = False  # no progress bar, no messages
@@ -193,7 +194,7 @@ class Task:
         return ([f"checkpoint: {f.last}", f"metrics: {f.metrics}  curve: {f.curve}"]
                 + ([f"evaluation: {f.eval}"] if finished and self.val else [])
                 + ([f"best on {self.cfg.data.val_split}: iteration {best['iteration']}, {self.score_name} "
-                    f"{100 * best[self.score]:.2f}: {f.best}"] if self.score and best.get("iteration") else []))
+                    f"{100 * best[self.score]:.2f}: {f.best}"] if self.say_best and best.get("iteration") else []))
 
 
 MAX_REPEATS = 8  # a batch may hold each training sample at most this many times
