@@ -258,6 +258,30 @@ def upgrade_digests(results: Results) -> int:
 OVERFIT = {"map25": 0.90, "map50": 0.70}  # what the detector must reach on the scenes it trains on
 
 
+def diagnose_proposals(checkpoint: Path, data: Path, counts: Sequence[int] = (256, 512, 1024)) -> Dict[str, dict]:
+    """{proposal count: {"recall": share of the val boxes some proposal centre reaches, "map25", "map50"}} of a
+    detection checkpoint on `data`'s val split (`ppkt.detection.diagnose`): do the proposals or the head limit it?"""
+    import torch
+
+    from ppkt.data.scenes import list_scenes
+    from ppkt.detection.dataset import DetScenes
+    from ppkt.detection.diagnose import proposal_recall
+    from ppkt.detection.evaluate import evaluate_detector
+    from ppkt.train.detect import load_detector
+
+    model, classes, cfg, _ = load_detector(checkpoint)
+    dataset = DetScenes(list_scenes(data, "val"), classes, cfg.data.voxel_size, train=False, features=cfg.data.features)
+    counts = [n for n in counts if n <= model.num_seeds]
+    recall = proposal_recall(model, dataset, torch.device("cpu"), counts)
+    out, own = {}, model.num_proposals
+    for n in counts:
+        model.num_proposals = n
+        s = evaluate_detector(model, dataset, torch.device("cpu"), cfg.eval, None, "val", progress=False)
+        out[str(n)] = {"recall": recall[n], "map25": s["mAP@0.25"], "map50": s["mAP@0.5"]}
+    model.num_proposals = own
+    return out
+
+
 def stage_overfit(plan: Plan, protocol: Protocol, results: Results, world: Path) -> dict:
     """The detector's overfit check (record "overfit"): the first `overfit_scenes` training scenes are both its
     training and its validation split, no augmentation, whole scenes, from scratch; mAP every overfit_eval_every
@@ -293,12 +317,16 @@ def stage_overfit(plan: Plan, protocol: Protocol, results: Results, world: Path)
         final = json.loads((run_dir / "eval" / "metrics.json").read_text())
         per_class = {k: v.get("AP@0.25") for k, v in final.get("per_class", {}).items()}
         return {"curve": curve, "first": first, "passed": first is not None, "per_class_ap25": per_class,
+                "diagnosis": diagnose_proposals(run_dir / "checkpoints" / "last.pt", data),
                 **provenance(time.perf_counter() - t)}
 
     record = results.run("overfit", settings, work, stage="overfit")
     last = record["curve"][-1] if record["curve"] else (0, 0.0, 0.0)
     print(f"overfit check: {'passed at iteration ' + str(record['first']) if record['passed'] else 'NOT passed'} "
           f"(last: iteration {last[0]}, mAP@0.25 {100 * last[1]:.1f}, mAP@0.5 {100 * last[2]:.1f})", flush=True)
+    for n, d in record.get("diagnosis", {}).items():
+        print(f"  {n} proposals: {100 * d['recall']:.0f} % of the boxes reached by a proposal, mAP@0.25 "
+              f"{100 * d['map25']:.1f}, mAP@0.5 {100 * d['map50']:.1f}", flush=True)
     return record
 
 

@@ -168,6 +168,9 @@ def test_detection_protocol_scores_both_maps_on_the_test_world(tmp_path, monkeyp
     overfit = Results(tmp_path / "bench" / "results.json").records["overfit"]
     assert overfit["passed"] is False and [i for i, _, _ in overfit["curve"]] == [2, 4]
     assert overfit["settings"]["config"]["data"]["augment"] is False and len(overfit["settings"]["scenes"]) == 2
+    # the diagnosis: farthest-point sampling keeps its first picks, so more proposals reach at least the same boxes
+    recall = [overfit["diagnosis"][n]["recall"] for n in ("256", "512", "1024")]
+    assert 0 <= recall[0] <= recall[1] <= recall[2] <= 1
     # ... and passes on a bar it can reach, then the comparison runs
     monkeypatch.setattr(confirm_module, "OVERFIT", {"map25": 0.0, "map50": 0.0})
     results = run(load_protocol(path), path, tmp_path / "bench", until="confirm")
