@@ -16,7 +16,6 @@ from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence
 
 from omegaconf import OmegaConf
 
-from ppkt.atomic import write_json
 from ppkt.config import ConfigError, config_to_dict, upgrade_saved
 
 # keys that may change on --resume: they say how long and where the run goes on, not what it computes
