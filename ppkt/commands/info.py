@@ -58,6 +58,12 @@ def describe_torch(obj: Any, path: Path) -> List[str]:
             add("best on val", obj["best"])
         if obj.get("loss") is not None:
             add("last loss", obj["loss"])
+    elif fmt == "ppkt-teacher2d-run":
+        cfg = obj.get("config", {})
+        lines.append("ppkt 2D teacher training state (continue with `ppkt teacher train ... --resume`)")
+        add("architecture", cfg.get("arch"))
+        add("iteration", f"{obj.get('iteration')} of {cfg.get('train', {}).get('iterations')}")
+        add("data", cfg.get("data"))
     elif fmt == "ppkt-teacher2d":
         lines.append("ppkt 2D segmentation teacher")
         add("architecture", obj.get("arch"))

@@ -125,6 +125,9 @@ def test_a_stopped_teacher_run_resumes_to_the_same_weights_and_an_old_run_is_not
     part = tmp_path / "part.pt"
     train_teacher2d(root, part, **args, stop_after=2)
     assert not part.exists() and (tmp_path / "part.last.pt").is_file()  # no finished-looking file from a partial run
+    from ppkt.commands.info import describe
+
+    assert "iteration: 2 of 4" in "\n".join(describe(tmp_path / "part.last.pt"))
     with pytest.raises(ConfigError, match="already holds a run"):
         train_teacher2d(root, part, **args)
     with pytest.raises(ConfigError, match="lr: 0.002 -> 0.001"):
