@@ -100,7 +100,10 @@ def write_tuning_page(results: Results, protocol: Protocol, page: Path) -> str:
         "scenes of the world only: the test world is not read by these stages. Each budget is a whole run of that "
         "length (the cosine schedule ends at the budget); seed s fine-tunes the backbone of pretraining run s mod "
         f"{protocol.pretrain_runs}. A budget B is at the plateau when doubling it changes scratch's mean val {name} by "
-        f"less than {protocol.plateau_gain:g} point.", "", provenance(results), "", *curve_table(results, protocol), "",
+        f"less than {protocol.plateau_gain:g} point. The stages go on with `ppkt benchmark "
+        f"{'transfer' if protocol.task == 'segmentation' else 'detection'} run --seed-results "
+        f"docs/results/{protocol.name}.json` (the worlds and pretraining runs are made again, deterministically; every "
+        "finished run is reused).", "", provenance(results), "", *curve_table(results, protocol), "",
         *chosen, "", *pilots, "", f"Time: {stage_minutes(results, 'curve', 'curves')}.", "",
         f"![val {name} against iterations]({image.as_posix()})", ""])
     page.parent.mkdir(parents=True, exist_ok=True)
