@@ -32,12 +32,12 @@ def _evaluate_detection(args: argparse.Namespace) -> int:
     from ppkt.train.detect import evaluate_detection_checkpoint
 
     if (args.checkpoint is None) == (args.predictions is None):
-        raise UserError("ppkt evaluate --task detection: give --checkpoint CKPT or --predictions DIR (one of them)")
+        raise UserError("--checkpoint / --predictions: give one of them (a detector to run, or another system's boxes)")
     if args.checkpoint is not None:
         s = evaluate_detection_checkpoint(args.checkpoint, args.data, args.split, args.out, args.device, not args.no_ply)
     else:
         if args.data is None or args.out is None:
-            raise UserError("ppkt evaluate --task detection --predictions DIR needs --data ROOT and --out DIR")
+            raise UserError("--predictions: needs --data ROOT and --out DIR too")
         s = score_prediction_dir(args.predictions, args.data, args.split, args.out, args.classes, args.axis_aligned)
     print(format_ap_table(s))
     print(f"wrote {Path(s['out_dir']) / 'metrics.json'}")
@@ -48,7 +48,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     if args.task == "detection":
         return _evaluate_detection(args)
     if args.checkpoint is None:
-        raise UserError("ppkt evaluate: --checkpoint is required (scoring --predictions is for --task detection)")
+        raise UserError("--checkpoint: required (scoring --predictions is for --task detection)")
     from ppkt.train.evaluate import evaluate_checkpoint
     from ppkt.train.metrics import format_iou_table
 
