@@ -49,6 +49,8 @@ CASES = [
     ("output under a file", ["teacher", "train", "--data", FRAMES, "--out", "{t}/file/t.pt"], "{t}/file is a file"),
     ("output under an unwritable folder", ["figures", "curves", "{t}/folder", "--out", "/proc/sys/x/c.png"],
      "is not writable"),
+    ("evaluate without a checkpoint", ["evaluate"], "--checkpoint: required"),
+    ("detection evaluate without either", ["evaluate", "--task", "detection"], "--checkpoint / --predictions: give one"),
     ("input file missing", ["evaluate", "--checkpoint", "{t}/none.pt"], "--checkpoint: {t}/none.pt: no such file"),
     ("input folder missing", ["overlaps", "{t}/none", "--out", "{t}/o.tsv"], "ROOT: {t}/none: no such folder"),
     ("input folder is a file", ["teacher", "train", "--data", "{t}/file", "--out", "{t}/t.pt"],
