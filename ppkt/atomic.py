@@ -10,6 +10,16 @@ from pathlib import Path
 from typing import Any, Iterator
 
 
+def unwritable(path: str | Path) -> str:
+    """Why nothing can be written at `path` ("" when it can): the nearest existing folder at or above it is a file, or
+    is not writable by this process."""
+    path = Path(path)
+    parent = next((p for p in [path, *path.absolute().parents] if p.exists()), Path("/"))
+    if not parent.is_dir():
+        return f"{parent} is a file"
+    return "" if os.access(parent, os.W_OK | os.X_OK) else f"{parent} is not writable"
+
+
 @contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yields an unused temp path beside `path` for the caller to write; renamed over `path` when the block

@@ -66,11 +66,11 @@ def _range(minimum: int, maximum: Optional[int]) -> str:
 
 def _writable_parent(path: Path) -> None:
     """Problem unless the nearest existing folder above `path` is a folder this process can write in."""
-    parent = next((p for p in path.absolute().parents if p.exists()), Path("/"))
-    if not parent.is_dir():
-        raise Problem(f"{path}: {parent} is a file, not a folder")
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise Problem(f"{path}: {parent} is not writable")
+    from ppkt.atomic import unwritable
+
+    why = unwritable(path.parent if path.exists() else path)
+    if why:
+        raise Problem(f"{path}: {why}")
 
 
 def _output_file(text: str) -> str:

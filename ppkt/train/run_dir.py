@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
 from pathlib import Path
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence
 
 from omegaconf import OmegaConf
 
+from ppkt.atomic import unwritable
 from ppkt.config import ConfigError, config_to_dict, upgrade_saved
 
 # keys that may change on --resume: they say how long and where the run goes on, not what it computes
@@ -34,10 +34,9 @@ def start_run(out: Path, checkpoint: Path, resume: bool, overwrite: bool, comman
               owned: Optional[Sequence[Path]] = None, place: str = "train.out_dir") -> None:
     """Refuse to start a new run where one exists (unless `overwrite`, which deletes the old run's files: `owned`,
     by default RUN_FILES in `out`). `place` names the setting that chooses the output."""
-    parent = next((p for p in [out, *out.absolute().parents] if p.exists()), None)
-    if parent is not None and (not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK)):
-        raise ConfigError(f"{place}: {out}: " + (f"{parent} is a file" if not parent.is_dir() else f"{parent} is not "
-                                                 "writable") + "; choose another folder")
+    why = unwritable(out)
+    if why:
+        raise ConfigError(f"{place}: {out}: {why}; choose another folder")
     if resume:
         if overwrite:
             raise ConfigError("--resume and --overwrite contradict each other: choose one")
